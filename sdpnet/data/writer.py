@@ -1,0 +1,150 @@
+"""Write an indexable (image, label) dataset to an FFCV .beton, atomically, with a JSON sidecar.
+
+The .beton is written to a hidden temporary name beside the target
+(``.<name>.<pid>.partial``) and renamed only when complete, after its sidecar
+(``<name>.json`` — see :mod:`sdpnet.data.sidecar`); a writer killed at any point
+leaves nothing at the target path.
+
+A sample that fails to decode while FFCV's worker processes write it would make
+FFCV's writer wait forever, so each item is fetched through a guard that records the
+failure and writes a 1x1 placeholder instead. If anything failed, the file is
+discarded and, unless ``strict``, written again without the failed samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from ffcv.fields import IntField, RGBImageField
+from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
+
+from .sidecar import sidecar_path
+from .sources import DataPrepError
+
+__all__ = ["write_beton", "check_target", "run_cli"]
+
+
+class _Guarded:
+    """Dataset wrapper that turns a failing item into a placeholder and a note in ``fail_dir``."""
+
+    def __init__(self, dataset: Any, fail_dir: str):
+        self.dataset = dataset
+        self.fail_dir = fail_dir
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        try:
+            return self.dataset[i]
+        except Exception as e:
+            Path(self.fail_dir, str(int(i))).write_text(f"{type(e).__name__}: {e}")
+            return np.zeros((1, 1, 3), np.uint8), 0
+
+
+def check_target(path: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing target unless ``overwrite``; create the parent folder; return the path."""
+    target = Path(path)
+    if target.suffix != ".beton":
+        raise DataPrepError(f"output '{path}' should end in .beton")
+    if target.exists() and not overwrite:
+        raise DataPrepError(f"'{target}' already exists; pass --cfg.overwrite=1 to replace it")
+    if target.is_dir():
+        raise DataPrepError(f"'{target}' is a folder; give a file path ending in .beton")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _page_size(max_image_bytes: int) -> int:
+    need = max(4 * MIN_PAGE_SIZE, 2 * max_image_bytes)
+    return 1 << (need - 1).bit_length()
+
+
+def _write_once(dataset: Any, tmp: Path, fields: dict, indices: Sequence[int], num_workers: int,
+                page_size: int) -> dict[int, str]:
+    fail_dir = tempfile.mkdtemp(prefix="sdpnet-write-")
+    try:
+        writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers)
+        writer.from_indexed_dataset(_Guarded(dataset, fail_dir), indices=np.asarray(indices), chunksize=100)
+        return {int(f): Path(fail_dir, f).read_text() for f in os.listdir(fail_dir)}
+    finally:
+        shutil.rmtree(fail_dir, ignore_errors=True)
+
+
+def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
+                write_mode: str = "raw", max_resolution: int | None = None, jpeg_quality: int = 90,
+                compress_probability: float = 0.5, num_workers: int = 1, strict: bool = False,
+                labels: Sequence[int] | None = None, max_image_bytes: int = 0,
+                describe: Callable[[int], str] = str) -> dict[str, Any]:
+    """Write ``dataset`` (items ``(HxWx3 uint8, int)``) to ``target`` with fields image and label.
+
+    Args:
+        sidecar: JSON-able metadata saved beside the file; ``num_samples``, ``skipped`` and, given
+            ``labels`` and ``sidecar["classes"]``, per-class ``counts`` of the written samples are added.
+        labels: the label of every dataset item (to count what was written).
+        max_image_bytes: the largest decoded image, to size FFCV's pages (a sample must fit one page).
+        describe: index -> name used when reporting a sample that failed to decode.
+
+    Returns the sidecar as written. Raises DataPrepError (nothing written) in strict mode
+    when a sample fails, or when every sample fails.
+    """
+    target = Path(target)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.partial"
+    tmp_json = target.parent / f".{sidecar_path(target).name}.{os.getpid()}.partial"
+    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution or None,
+                                     jpeg_quality=jpeg_quality, compress_probability=compress_probability),
+              "label": IntField()}
+    page_size = _page_size(max_image_bytes)
+    indices = list(range(len(dataset)))
+    skipped: list[dict[str, str]] = []
+    try:
+        for _attempt in range(2):
+            failed = _write_once(dataset, tmp, fields, indices, num_workers, page_size)
+            if not failed:
+                break
+            names = [(describe(i), msg) for i, msg in sorted(failed.items())]
+            if strict:
+                raise DataPrepError(f"'{names[0][0]}' cannot be decoded ({names[0][1]}); "
+                                    f"{len(names)} file(s) failed in all. With --cfg.strict=0 they "
+                                    f"are skipped and listed instead")
+            skipped += [{"path": n, "error": m} for n, m in names]
+            indices = [i for i in indices if i not in failed]
+            print(f"{len(failed)} sample(s) failed to decode; writing again without them",
+                  file=sys.stderr)
+            if not indices:
+                raise DataPrepError(f"none of the {len(dataset)} samples could be decoded "
+                                    f"(first: '{names[0][0]}': {names[0][1]})")
+        else:
+            raise DataPrepError(f"samples kept failing on a second pass ({len(failed)} more); "
+                                f"are the source files changing while being written?")
+        meta = {**sidecar, "num_samples": len(indices)}
+        meta["skipped"] = list(sidecar.get("skipped", [])) + skipped
+        if labels is not None and "classes" in sidecar:
+            hist = np.bincount(np.asarray(labels)[indices], minlength=len(sidecar["classes"]))
+            meta["counts"] = {c: int(n) for c, n in zip(sidecar["classes"], hist)}
+        tmp_json.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_json, sidecar_path(target))
+        os.replace(tmp, target)
+        return meta
+    finally:
+        for p in (tmp, tmp_json):
+            p.unlink(missing_ok=True)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a writer's main(); turn DataPrepError into a one-paragraph message and exit status 1."""
+    prog = Path(sys.argv[0]).name
+    try:
+        main()
+    except DataPrepError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
