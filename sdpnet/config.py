@@ -103,6 +103,15 @@ class ConfigError(ValueError):
 _STRICT = {fv.Bool: Bool, fv.Int: Int, fv.Float: Float}
 
 
+def _strict(checker: fv.Checker) -> fv.Checker:
+    """Swap fastargs' lax bool/int/float checkers for ours, also inside And/Or."""
+    if type(checker) in _STRICT:
+        return _STRICT[type(checker)]()
+    if isinstance(checker, (fv.And, fv.Or)):
+        checker.checkers = [_strict(c) for c in checker.checkers]
+    return checker
+
+
 def _nearest(word: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.0)
@@ -201,9 +210,7 @@ def load_config(argv: list[str], config: Config | None = None) -> Config:
     """Fill ``config`` (default: fastargs' current config) from argv; raise ConfigError on any problem."""
     config = get_current_config() if config is None else config
     for param in config.entries.values():
-        strict = _STRICT.get(type(param.checker))
-        if strict is not None:
-            param.checker = strict()
+        param.checker = _strict(param.checker)
     files, assigns = _split_argv(config, list(argv))
     values: dict[tuple[str, ...], tuple[Any, str]] = {}
     for fname in files:
@@ -247,7 +254,7 @@ def parse_config(argv: list[str] | None = None, *, description: str = "",
     try:
         return load_config(argv, config)
     except ConfigError as e:
-        print(f"{prog}: error: {e}. Run with --help to list the options.", file=sys.stderr)
+        print(f"{prog}: error: {str(e).rstrip('.')}. Run with --help to list the options.", file=sys.stderr)
         sys.exit(2)
 
 

@@ -109,7 +109,10 @@ for schema in (
         doc="downsample the image tokens by n (norm + n x n conv stride n); tokens get a linear projection",
         example="DOWN2(d=256)",
     ),
-    BlockSchema("POS", ("stem", "body"), doc="learnable absolute position embedding, resampled with the resolution",
+    BlockSchema("POS", ("stem", "body"),
+                params=(Param("cls", "cls", bool, None, False,
+                              doc="also a learnable position per class token (ViT); then POS must stand in the body"),),
+                doc="learnable absolute position embedding, resampled with the resolution",
                 example="P16+POS"),
     BlockSchema(
         "NEMB", ("stem", "body"), "kernel_size", False, 3,

@@ -1,9 +1,27 @@
-"""FFCV data: writers' building blocks (sources, atomic .beton writer) and the train/val loaders."""
-from .loaders import (dataset_stats, make_train_loader, make_val_loader, set_train_resolution,
-                      shard_indices, subset_indices)
-from .sidecar import IMAGENET_MEAN, IMAGENET_STD, read_sidecar, sidecar_path
-from .sources import DataPrepError
+"""FFCV data: readers of raw datasets, the atomic .beton writer, and the train/val loaders.
 
-__all__ = ["make_train_loader", "make_val_loader", "set_train_resolution", "read_sidecar",
-           "sidecar_path", "subset_indices", "shard_indices", "dataset_stats", "DataPrepError",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+Names are imported on first use (PEP 562): importing FFCV costs seconds of numba
+compilation, which the writers' argument checks and error messages should not pay.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "make_train_loader": "loaders", "make_val_loader": "loaders", "set_train_resolution": "loaders",
+    "subset_indices": "loaders", "shard_indices": "loaders", "dataset_stats": "loaders",
+    "read_sidecar": "sidecar", "sidecar_path": "sidecar", "IMAGENET_MEAN": "sidecar",
+    "IMAGENET_STD": "sidecar", "DataPrepError": "sources",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sdpnet.data' has no attribute '{name}'")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from ffcv.fields import IntField, RGBImageField
-from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
 
 from .sidecar import sidecar_path
 from .sources import DataPrepError
@@ -62,12 +60,14 @@ def check_target(path: str | Path, overwrite: bool) -> Path:
 
 
 def _page_size(max_image_bytes: int) -> int:
-    need = max(4 * MIN_PAGE_SIZE, 2 * max_image_bytes)
+    need = max(8 << 20, 2 * max_image_bytes)   # FFCV's default page, or room for two images
     return 1 << (need - 1).bit_length()
 
 
 def _write_once(dataset: Any, tmp: Path, fields: dict, indices: Sequence[int], num_workers: int,
                 page_size: int) -> dict[int, str]:
+    from ffcv.writer import DatasetWriter   # here, not at the top: see write_beton
+
     fail_dir = tempfile.mkdtemp(prefix="sdpnet-write-")
     try:
         writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers)
@@ -94,6 +94,10 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     Returns the sidecar as written. Raises DataPrepError (nothing written) in strict mode
     when a sample fails, or when every sample fails.
     """
+    # FFCV is imported only once there is data to write: its import compiles numba code for
+    # several seconds, which argument and input checks (and their error messages) should not wait for.
+    from ffcv.fields import IntField, RGBImageField
+
     target = Path(target)
     tmp = target.parent / f".{target.name}.{os.getpid()}.partial"
     tmp_json = target.parent / f".{sidecar_path(target).name}.{os.getpid()}.partial"

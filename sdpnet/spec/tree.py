@@ -9,7 +9,7 @@ written canonically compare equal. Columns are kept for error messages and ignor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 Value = Union[int, float, str, bool]
 
@@ -22,6 +22,7 @@ class Block:
     arg: int | None = None
     kwargs: tuple[tuple[str, Value], ...] = ()
     col: int = field(default=0, compare=False, repr=False)
+    kwcols: tuple[int, ...] = field(default=(), compare=False, repr=False)  # columns of the kwargs' keys
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,26 @@ class Spec:
     """A whole architecture: ``-``-separated stages; the first is the stem, a trailing head stage is the head."""
 
     stages: tuple[Stage, ...]
+    source: str | None = field(default=None, compare=False, repr=False)  # the text it was parsed from
+
+    def __str__(self) -> str:
+        """The canonical spec string: ``parse(str(spec)) == spec``."""
+        from sdpnet.spec.printer import render
+
+        return render(self)[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON tree form (see docs/spec.md): ``Spec.from_json(spec.to_json()) == spec``."""
+        from sdpnet.spec.jsontree import to_json
+
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, source: str | None = None) -> "Spec":
+        """A spec from its JSON tree form, validated like a parsed string (``SpecError`` names the key path)."""
+        from sdpnet.spec.jsontree import from_json
+
+        return from_json(obj, source=source)
 
     def expand(self) -> Iterator[tuple[int, Block]]:
         """Every block in execution order, repeats unrolled, as ``(stage_index, block)``."""

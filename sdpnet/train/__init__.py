@@ -10,7 +10,7 @@ from sdpnet.train.mixing import MixCut, soft_targets
 from sdpnet.train.optim import make_adamw, param_groups
 from sdpnet.train.plot import plot_run
 from sdpnet.train.resolution import res_at
-from sdpnet.train.runfiles import append_jsonl, git_revision, read_jsonl, write_json
+from sdpnet.train.runfiles import append_jsonl, git_revision, read_jsonl, write_json, write_jsonl
 from sdpnet.train.schedule import cosine_restarts, lr_at, scaled_lr
 
 __all__ = [
@@ -18,5 +18,5 @@ __all__ = [
     "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_ddp", "ModelEma",
     "make_criterion", "soft_cross_entropy", "Meter", "topk_correct", "MixCut", "soft_targets",
     "make_adamw", "param_groups", "plot_run", "res_at", "append_jsonl", "git_revision", "read_jsonl",
-    "write_json", "cosine_restarts", "lr_at", "scaled_lr",
+    "write_json", "write_jsonl", "cosine_restarts", "lr_at", "scaled_lr",
 ]

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "append_jsonl", "read_jsonl", "git_revision"]
+__all__ = ["write_json", "append_jsonl", "write_jsonl", "read_jsonl", "git_revision"]
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -22,6 +22,14 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line (the whole line in one write)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite a JSON-lines file atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,69 @@
+"""Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``summary ...``, ``plot ...``.
+
+A bad spec prints the error (with the caret under the offending text) and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from sdpnet.registry import get_schema, list_blocks
+from sdpnet.spec import SpecError, load_spec, parse_override, resolve
+
+
+def _parse(args: argparse.Namespace) -> int:
+    overrides = dict(parse_override(s) for s in args.set)
+    model = load_spec(args.spec, **overrides)
+    resolve(model)  # the checks that need hyperparameters (dim / heads)
+    print(model.arch)
+    print(json.dumps(model.arch.to_json(), indent=2))
+    if model.hparams:
+        print(json.dumps({k: v for k, v in model.to_json().items() if k != "arch"}, indent=2))
+    return 0
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    for name in list_blocks():
+        s = get_schema(name)
+        arg = f"{s.arg}{'' if s.arg_required else f' (optional, default {s.arg_default})'}" if s.arg else "-"
+        keys = ", ".join(p.key + (f"[{'/'.join(p.roles)}]" if p.roles else "") for p in s.params) or "-"
+        print(f"{name:8} {'/'.join(s.roles):16} arg: {arg:36} keywords: {keys}")
+        print(f"{'':8} {s.doc}  e.g. {s.example}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for a bad spec)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("summary", "plot"):
+        if argv[0] == "summary":
+            from sdpnet.summary import main as sub
+        else:
+            from sdpnet.train.plot import main as sub
+        try:
+            return sub(argv[1:])
+        except SpecError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    parser = argparse.ArgumentParser(prog="python -m sdpnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("parse", help="print a spec's canonical form and its JSON tree")
+    p.add_argument("spec", help="a spec string (quote it) or a .json spec file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    p.set_defaults(run=_parse)
+    b = sub.add_parser("blocks", help="list the block vocabulary")
+    b.set_defaults(run=_blocks)
+    sub.add_parser("summary", help="layer table and parameter counts of a spec (see summary --help)")
+    sub.add_parser("plot", help="plot training curves (see plot --help)")
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

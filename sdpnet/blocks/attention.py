@@ -1,0 +1,112 @@
+"""``ENC``: a pre-norm transformer encoder block over the tokens and the image, laid out like timm's ViT Block."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdpnet.blocks.act import GatedAct, get_act
+from sdpnet.blocks.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.norm import LN_EPS
+from sdpnet.registry import register_block
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with ``F.scaled_dot_product_attention`` (timm's ``Attention`` layout).
+
+    Args:
+        dim: width.
+        num_heads: heads; ``dim`` must be divisible by it.
+        qkv_bias: bias of ``qkv``.
+        qk_norm: LayerNorm(head_dim) on queries and keys.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"ENC: width {dim} is not divisible by {num_heads} heads; pick h dividing {dim}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    """Token FFN: ``drop2(fc2(drop1(act(fc1(x)))))`` (timm's ``Mlp``); gated: ``fc1`` gives ``2 * hidden``.
+
+    Args:
+        dim: width.
+        hidden: hidden width.
+        act: activation.
+        gated: GLU-style gating (``act(a) * b``).
+        drop: dropout after the activation and after ``fc2``.
+    """
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", gated: bool = False, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden if gated else hidden)
+        self.act = GatedAct(get_act(act), dim=-1) if gated else get_act(act)
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+@register_block("ENC")
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block over ``[tokens, image]`` (timm ``vision_transformer.Block`` semantics).
+
+    The image (B, C, H, W) is flattened to (B, HW, C) after the tokens (B, T, C); the block returns both,
+    the image reshaped back. Class and register tokens reach the image only here.
+
+    Args:
+        in_dim: width.
+        num_heads: heads (default ``max(1, in_dim // 64)``).
+        mlp_ratio: FFN hidden width / width.
+        act: FFN activation.
+        qkv_bias: bias of the qkv projection.
+        qk_norm: LayerNorm on queries and keys.
+        layer_scale: LayerScale init value (0: off).
+        gated: GLU-style FFN.
+        drop: dropout in the FFN (SdP-Net: 0.2).
+        drop_path: stochastic depth rate of both branches.
+    """
+
+    uses_tokens = True
+
+    def __init__(self, in_dim: int, num_heads: int | None = None, mlp_ratio: float = 4.0, act: str = "gelu",
+                 qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
+                 drop: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        dim = in_dim
+        self.out_dim = dim
+        self.stride = 1
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = Attention(dim, num_heads or max(1, dim // 64), qkv_bias=qkv_bias, qk_norm=qk_norm)
+        self.ls1 = make_layer_scale(dim, layer_scale)
+        self.drop_path1 = make_drop_path(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, gated=gated, drop=drop)
+        self.ls2 = make_layer_scale(dim, layer_scale)
+        self.drop_path2 = make_drop_path(drop_path)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C, H, W = x.shape
+        T = t.shape[1]
+        s = torch.cat([t, x.flatten(2).transpose(1, 2)], dim=1)  # (B, T + HW, C)
+        s = s + self.drop_path1(self.ls1(self.attn(self.norm1(s))))
+        s = s + self.drop_path2(self.ls2(self.mlp(self.norm2(s))))
+        t, x = s.split([T, H * W], dim=1)
+        return x.transpose(1, 2).reshape(B, C, H, W), t

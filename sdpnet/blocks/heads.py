@@ -1,0 +1,134 @@
+"""Head blocks: pooling (``GAP``, ``TOKS``, ``SEQPOOL``) and classifiers (``LIN``, head ``MLP``).
+
+Pooling blocks take the image (B, C, H, W) and the class tokens (B, num_cls, C) (register tokens are dropped
+before the head) and return features (B, C). Classifiers map features to logits and can be reset to a new
+number of classes (0: no classifier, features pass through).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sdpnet.blocks.norm import LN_EPS, get_norm1d, get_norm2d
+from sdpnet.registry import register_block
+
+
+class _Pool(nn.Module):
+    uses_tokens = True
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.out_dim = in_dim
+        self.stride = 1
+
+
+@register_block("GAP")
+class GlobalAvgPool(_Pool):
+    """Mean of the image tokens.
+
+    Args:
+        in_dim: channels.
+    """
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+@register_block("TOKS")
+class TokenPool(_Pool):
+    """Mean of the class tokens (with one class token: that token, as ViT).
+
+    Args:
+        in_dim: channels.
+        num_cls: class tokens in the network (at least 1).
+    """
+
+    def __init__(self, in_dim: int, num_cls: int = 0) -> None:
+        super().__init__(in_dim)
+        if num_cls < 1:
+            raise ValueError("TOKS pools the class tokens but the spec declares none; add CLSn or use GAP")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return t.mean(1)
+
+
+@register_block("SEQPOOL")
+class SeqPool(_Pool):
+    """CCT sequence pooling over the image tokens: ``softmax(attention_pool(norm(x)))``-weighted mean of ``norm(x)``.
+
+    The LayerNorm uses eps 1e-5, as CCT's.
+
+    Args:
+        in_dim: channels.
+        norm: ``ln``, ``bn`` or ``none``, applied to the image tokens first.
+    """
+
+    def __init__(self, in_dim: int, norm: str = "ln") -> None:
+        super().__init__(in_dim)
+        self.norm = get_norm2d(norm, in_dim, eps=1e-5)
+        self.attention_pool = nn.Linear(in_dim, 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        w = self.attention_pool(s).softmax(dim=1)  # (B, HW, 1)
+        return (w.transpose(1, 2) @ s).squeeze(1)
+
+
+class _Classifier(nn.Module):
+    """Ends in ``fc``: Linear(fc_in, num_classes), or Identity when ``num_classes`` is 0."""
+
+    stride = 1
+
+    def _set_fc(self, fc_in: int, num_classes: int, bias: bool = True) -> None:
+        self.fc_in, self.fc_bias = fc_in, bias
+        self.num_classes = num_classes
+        self.out_dim = num_classes if num_classes > 0 else fc_in
+        self.fc = nn.Linear(fc_in, num_classes, bias=bias) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace ``fc`` with a new one for ``num_classes`` (0: none)."""
+        self._set_fc(self.fc_in, num_classes, self.fc_bias)
+
+
+@register_block("LIN")
+class LinearHead(_Classifier):
+    """``fc(norm(f))``: linear classifier after a norm (LayerNorm eps 1e-6 by default).
+
+    With ``TOKS`` and one class token this is timm's ViT head (timm's final ``norm`` is ``norm`` here).
+
+    Args:
+        in_dim: feature width.
+        num_classes: classes (0: no ``fc``).
+        norm: ``ln``, ``bn`` or ``none``.
+        bias: bias of ``fc``.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, norm: str = "ln", bias: bool = True) -> None:
+        super().__init__()
+        self.norm = get_norm1d(norm, in_dim)
+        self._set_fc(in_dim, num_classes, bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(f))
+
+
+@register_block("MLP", role="head")
+class MlpHead(_Classifier):
+    """ViT-style MLP head: ``fc(act(pre(norm(f))))`` with LayerNorm (eps 1e-6) and tanh.
+
+    Args:
+        in_dim: feature width.
+        num_classes: classes (0: no ``fc``).
+        hidden: hidden width (default ``in_dim``).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or in_dim
+        self.norm = nn.LayerNorm(in_dim, eps=LN_EPS)
+        self.pre = nn.Linear(in_dim, hidden)
+        self.act = nn.Tanh()
+        self._set_fc(hidden, num_classes)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.pre(self.norm(f))))

@@ -1,0 +1,45 @@
+"""The body ``MLP``: a residual channel MLP on the image tokens, as 1x1 convolutions."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sdpnet.blocks.act import GatedAct, get_act
+from sdpnet.blocks.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.norm import get_norm2d
+from sdpnet.registry import register_block
+
+
+@register_block("MLP", role="body")
+class ConvMlp(nn.Module):
+    """``x + drop_path(ls(fc2(act(fc1(norm(x))))))`` with 1x1 convs and ``hidden = int(dim * mlp_ratio)``.
+
+    Gated (GLU): ``fc1`` gives ``2 * hidden`` channels ``(a, b)`` and ``act`` is ``act(a) * b``. No dropout:
+    SdP-Net applies dropout to the FFN of attention blocks only.
+
+    Args:
+        in_dim: channels (kept).
+        mlp_ratio: hidden width / width.
+        act: activation.
+        norm: ``bn``, ``ln`` or ``none``, before ``fc1``.
+        bias: bias of both convs.
+        layer_scale: LayerScale init value (0: off).
+        gated: GLU-style gating.
+        drop_path: stochastic depth rate of the branch.
+    """
+
+    def __init__(self, in_dim: int, mlp_ratio: float = 4.0, act: str = "gelu", norm: str = "bn", bias: bool = True,
+                 layer_scale: float = 0.0, gated: bool = False, drop_path: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(in_dim * mlp_ratio)
+        self.out_dim = in_dim
+        self.stride = 1
+        self.norm = get_norm2d(norm, in_dim)
+        self.fc1 = nn.Conv2d(in_dim, 2 * hidden if gated else hidden, 1, bias=bias)
+        self.act = GatedAct(get_act(act), dim=1) if gated else get_act(act)
+        self.fc2 = nn.Conv2d(hidden, in_dim, 1, bias=bias)
+        self.ls = make_layer_scale(in_dim, layer_scale, channel_dim=1)
+        self.drop_path = make_drop_path(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.ls(self.fc2(self.act(self.fc1(self.norm(x))))))
