@@ -66,8 +66,9 @@ class SpecNet(nn.Module):
             context["grid"] = (plan.img_size // stride, plan.img_size // stride)
             module = make_block(layer, context)
             if layer.role != "head" and module.out_dim != layer.out_dim:
-                raise ValueError(f"block {layer.name} at column {layer.col}: the plan expects width {layer.out_dim}, "
-                                 f"the module gives {module.out_dim}; its schema's `dim` keyword and the module disagree")
+                raise ValueError(f"block {layer.name} at column {layer.col}: the plan expects width "
+                                 f"{layer.out_dim}, the module gives {module.out_dim}; give the block's schema a "
+                                 f"`d` keyword (target `dim`) if it changes the width")
             stride *= getattr(module, "stride", 1)
             {"stem": stem, "body": body, "head": head}[layer.role].append(module)
         bad = [type(m).__name__ for m in stem if getattr(m, "uses_tokens", False)]
@@ -91,12 +92,7 @@ class SpecNet(nn.Module):
         self.stride = stride
         self.num_features = self.pool.out_dim
         self.init_weights()
-        self.pretrained_cfg = self._cfg()
-
-    @property
-    def default_cfg(self) -> dict[str, Any]:
-        """Alias of ``pretrained_cfg`` (timm's older name)."""
-        return self.pretrained_cfg
+        self.pretrained_cfg = self.default_cfg = self._cfg()  # timm's current and older names
 
     def _cfg(self) -> dict[str, Any]:
         first_conv = next((n for n, m in self.stem.named_modules() if isinstance(m, nn.Conv2d)), None)
@@ -168,7 +164,7 @@ class SpecNet(nn.Module):
             raise ValueError(f"global_pool={global_pool!r}: the pooling is part of the spec; change the spec's head")
         self.head[-1].reset_classifier(num_classes)
         self.num_classes = num_classes
-        self.pretrained_cfg = self._cfg()
+        self.pretrained_cfg = self.default_cfg = self._cfg()
 
 
 def build(spec: Any, **overrides: Any) -> SpecNet:

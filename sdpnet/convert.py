@@ -7,7 +7,7 @@ naming the keys, so a spec that only resembles the timm model is rejected instea
 
 Equivalent specs (see ``specs/zoo/``)::
 
-    VisionTransformer (class token, global_pool="token")  P16+CLS-POS(cls=1)+ENCx12-TOKS+LIN
+    VisionTransformer (class token, global_pool="token")  P16+CLS-POS(cls=true)+ENCx12-TOKS+LIN
     ConvMixer                                            P7(act=gelu,norm=bn)-CM9x20-GAP+LIN(norm=none)
 
 ViT's ``pos_embed`` (1, 1 + gh * gw, C) splits into the class token's position (``POS.cls_pos``) and the
@@ -113,7 +113,7 @@ def _load(model: SpecNet, source: dict[str, torch.Tensor], mapping: dict[str, An
         if isinstance(dst, tuple):  # ViT pos_embed (1, n + gh * gw, C) -> class positions + (1, C, gh, gw)
             cls_dst, grid_dst = dst
             if cls_dst not in target:
-                raise ValueError(f"the timm ViT's pos_embed has class-token positions; write POS(cls=1) "
+                raise ValueError(f"the timm ViT's pos_embed has class-token positions; write POS(cls=true) "
                                  f"(the spec's POS has no {cls_dst!r})")
             n = target[cls_dst].shape[1]
             _, C, gh, gw = target[grid_dst].shape

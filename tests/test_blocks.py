@@ -3,7 +3,6 @@ block semantics (KeLU, drop-path, LayerScale, norms, embeddings, pooling) match 
 CM match timm's layers weight for weight."""
 from __future__ import annotations
 
-import copy
 import functools
 import math
 
@@ -284,4 +283,4 @@ class TestTimmParity:
         cm.load_state_dict(sd, strict=True)
         x = torch.randn(2, 16, 6, 6)
         torch.testing.assert_close(cm.eval()(x), ref.eval()(x))
-        assert copy.deepcopy(cm).conv_dw.padding == "same"
+        assert cm.conv_dw.padding == "same"

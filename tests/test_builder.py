@@ -58,6 +58,15 @@ class TestResolution:
                                              "use a multiple of 16"):
             model(torch.zeros(1, 3, 100, 100))
 
+    def test_channels_last(self) -> None:
+        """A channels_last model and input give the same logits as contiguous ones."""
+        torch.manual_seed(0)
+        model = build("P4+CLS1-DWC3(norm=ln)+MLP,ENC-TOKS+LIN", **TINY).eval()
+        x = torch.randn(2, 3, 32, 32)
+        want = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), want, rtol=1e-4, atol=1e-5)
+
     def test_stride_multiplies(self) -> None:
         """Strides multiply through the stem and DOWN blocks (CT3x2: 4, DOWN2: 8)."""
         model = build("CT3x2-DWC3,DOWN2,ENC-SEQPOOL+LIN(norm=none)", dim=16, heads=2, num_classes=3)
@@ -170,12 +179,16 @@ class TestCompileExport:
     SPEC = "P4+POS+CLS1+REG1-DWC3(act=kelu)+MLP(glu=1),ENC(qkn=1,ls=0.1)-TOKS+LIN"
 
     def test_compile_fullgraph(self) -> None:
-        """torch.compile(fullgraph=True) compiles with no graph break and matches eager (tiny model, CPU)."""
+        """torch.compile(fullgraph=True) has no graph break: inductor in eval matches eager; training mode
+        (drop-path, dropout) traces forward and backward as one graph too (aot_eager, to keep the test short)."""
         torch.manual_seed(0)
-        model = build(self.SPEC, dim=16, heads=2, num_classes=3, img_size=16).eval()
+        model = build(self.SPEC, dim=16, heads=2, num_classes=3, img_size=16, drop_path=0.2, dropout=0.1).eval()
         x = torch.randn(2, 3, 16, 16)
         compiled = torch.compile(model, fullgraph=True)
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+        model.train()
+        torch.compile(model, fullgraph=True, backend="aot_eager")(x).sum().backward()
+        assert model.cls_token.grad.abs().sum() > 0
 
     def test_export(self) -> None:
         """torch.export.export gives a program that matches eager."""

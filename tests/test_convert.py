@@ -67,7 +67,7 @@ class TestParity:
             for name, p in ref.named_parameters():
                 if name.endswith("gamma"):
                     p.uniform_(0.5, 1.5)
-        ours = from_timm(ref, "P4+CLS-POS(cls=1)+ENC(qkn=1,ls=0.1)x2-TOKS+LIN", dim=64, heads=2, img_size=32,
+        ours = from_timm(ref, "P4+CLS-POS(cls=true)+ENC(qkn=1,ls=0.1)x2-TOKS+LIN", dim=64, heads=2, img_size=32,
                          num_classes=10).eval()
         x = torch.randn(3, 3, 32, 32)
         with torch.no_grad():
@@ -78,21 +78,21 @@ class TestStrict:
     def test_wrong_depth_names_counts(self) -> None:
         """A spec with fewer ENC blocks than the ViT is rejected, naming both counts."""
         ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2)
-        spec = "P16+CLS-POS(cls=1)+ENCx3-TOKS+LIN"
+        spec = "P16+CLS-POS(cls=true)+ENCx3-TOKS+LIN"
         with pytest.raises(ValueError, match="3 ENC blocks, the timm ViT 2"):
             from_timm(ref, spec, dim=192, heads=3)
 
     def test_missing_class_positions_is_reported(self) -> None:
-        """A ViT spec whose POS lacks class-token positions says to write POS(cls=1)."""
+        """A ViT spec whose POS lacks class-token positions says to write POS(cls=true)."""
         ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1)
-        with pytest.raises(ValueError, match=r"POS\(cls=1\)"):
+        with pytest.raises(ValueError, match=r"POS\(cls=true\)"):
             from_timm(ref, "P16+CLS+POS-ENC-TOKS+LIN", dim=192, heads=3)
 
     def test_unmapped_keys_are_named(self) -> None:
         """An extra parameter on either side (a bias timm lacks) is a ValueError naming the key."""
         ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, qkv_bias=False)
         with pytest.raises(ValueError, match=r"attn\.qkv\.bias"):
-            from_timm(ref, "P16+CLS-POS(cls=1)+ENC-TOKS+LIN", dim=192, heads=3)
+            from_timm(ref, "P16+CLS-POS(cls=true)+ENC-TOKS+LIN", dim=192, heads=3)
 
     def test_shape_mismatch_is_named(self) -> None:
         """A width that differs from timm's is a ValueError naming a mismatched key and both shapes."""

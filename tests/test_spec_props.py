@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sdpnet.registry import get_schema
 from sdpnet.spec import Block, Item, Spec, SpecError, Stage, Unit, parse
+from sdpnet.spec.check import count_stage
 from sdpnet.spec.normalize import normalize
 
-SETTINGS = settings(max_examples=150, deadline=500, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 
 STEM = ["P", "CT", "CONV", "POS", "NEMB", "CLS", "REG"]
 BODY = ["DWC", "CM", "MLP", "ENC", "DOWN", "CONV", "POS", "NEMB", "CLS", "REG"]
@@ -42,7 +43,7 @@ def blocks(draw, names, role):
 
 def stages(block_strategy, depth=2):
     unit = st.deferred(lambda: st.builds(Unit, st.one_of(block_strategy, group), counts))
-    item = st.builds(Item, st.lists(unit, min_size=1, max_size=3).map(tuple), counts)
+    item = st.builds(Item, st.lists(unit, min_size=1, max_size=2).map(tuple), counts)
     stage = st.lists(item, min_size=1, max_size=3).map(lambda items: Stage(tuple(items)))
     group = st.deferred(lambda: stage) if depth else block_strategy
     return stage
@@ -69,7 +70,9 @@ def specs(draw):
         clf = draw(st.sampled_from(["LIN", "MLP", None] if pool else ["LIN", "MLP"]))
         names = ([Block("CLS", 2)] if cls else []) + [Block(n) for n in (pool, clf) if n]
         head = [Stage(tuple(Item((Unit(b),)) for b in names))]
-    return Spec((_stem_stage(draw), *body, *head))
+    spec = Spec((_stem_stage(draw), *body, *head))
+    assume(sum(count_stage(s) for s in spec.stages) <= 2000)  # stay well inside the 10,000-block limit
+    return spec
 
 
 class TestRoundTrip:

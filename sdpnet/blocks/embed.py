@@ -25,7 +25,7 @@ class PosEmbed(nn.Module):
 
     With ``cls=True`` each class token gets a learnable position too (``cls_pos``, (1, num_cls, C)), as ViT's
     ``pos_embed`` has ``1 + gh * gw`` rows: the block then uses the tokens, so it must stand in the body
-    (``P16+CLS-POS(cls=1)+ENCx12-...``), where the tokens exist. Register tokens get no position.
+    (``P16+CLS-POS(cls=true)+ENCx12-...``), where the tokens exist. Register tokens get no position.
 
     Args:
         in_dim: channels.
@@ -44,15 +44,16 @@ class PosEmbed(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if cls:
             if num_cls < 1:
-                raise ValueError("POS(cls=1) gives the class tokens positions but the spec declares none; "
-                                 "add CLSn or drop cls=1")
+                raise ValueError("POS(cls=true) gives the class tokens positions but the spec declares none; "
+                                 "add CLSn or drop cls=true")
             self.uses_tokens = True  # the builder then calls forward(x, t)
             self.num_cls = num_cls
             self.cls_pos = nn.Parameter(torch.zeros(1, num_cls, in_dim))
             nn.init.trunc_normal_(self.cls_pos, std=0.02)
             self.no_weight_decay_params = ("pos_embed", "cls_pos")
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor,
+                t: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = x + resample(self.pos_embed, x.shape[-2:])
         if t is None:
             return x

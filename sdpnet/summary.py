@@ -1,0 +1,118 @@
+"""``python -m sdpnet summary SPEC``: per-layer output shapes, parameters and FLOPs of a spec's model.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one forward of a (1, 3, res, res)
+zero image: matrix multiplies, convolutions and attention (2 FLOPs per multiply-add; MACs = FLOPs / 2);
+norms, activations and pooling are not counted, as in fvcore/timm tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from sdpnet.builder import SpecNet, build, count_params
+from sdpnet.registry import get_schema
+from sdpnet.spec import SpecError, parse_override
+from sdpnet.spec.plan import LayerPlan
+
+
+def _sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, out_shape: Any = None,
+                **kwargs: Any) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# CPU attention dispatches to an op FlopCounterMode does not know (torch 2.14): count it like the GPU kernels.
+_CPU_SDPA = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CUSTOM_FLOPS = {_CPU_SDPA: _sdpa_flops} if _CPU_SDPA is not None else {}
+
+
+def _label(layer: LayerPlan) -> str:
+    schema = get_schema(layer.name)
+    arg = layer.kwargs.get(schema.arg) if schema and schema.arg else None
+    return f"{layer.name}{arg if arg is not None else ''}"
+
+
+def _shape(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return "x".join(str(s) for s in out.shape)
+    return " + ".join(_shape(o) for o in out)
+
+
+def summarize(model: SpecNet, res: int) -> dict[str, Any]:
+    """Per-layer rows and totals of ``model`` for a (1, C, res, res) input: params, FLOPs, output shapes."""
+    named: list[tuple[str, str, nn.Module]] = []
+    stem = [layer for layer in model.plan.layers if layer.role == "stem"]
+    body = [layer for layer in model.plan.layers if layer.role == "body"]
+    head = [layer for layer in model.plan.layers if layer.role == "head"]
+    named += [(f"stem.{i}", _label(layer), m) for i, (layer, m) in enumerate(zip(stem, model.stem))]
+    named += [(f"body.{i}", _label(layer), m) for i, (layer, m) in enumerate(zip(body, model.body))]
+    named += [("pool", _label(head[0]), model.pool)]
+    named += [(f"head.{i}", _label(layer), m) for i, (layer, m) in enumerate(zip(head[1:], model.head))]
+
+    shapes: dict[str, str] = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: shapes.__setitem__(name, _shape(out)))
+             for name, _, m in named]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
+            model(torch.zeros(1, model.plan.in_chans, res, res))
+    finally:
+        for h in hooks:
+            h.remove()
+    flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    root = type(model).__name__
+
+    rows = [{"layer": name, "block": label, "output": shapes[name], "params": count_params(m),
+             "flops": flops.get(f"{root}.{name}", 0)} for name, label, m in named]
+    num_tokens = model.num_cls + model.num_reg
+    if num_tokens:
+        label = "+".join(f"{n}{k}" for n, k in (("CLS", model.num_cls), ("REG", model.num_reg)) if k)
+        params = sum(p.numel() for p in (model.cls_token, model.reg_token) if p is not None)
+        rows.insert(len(stem), {"layer": "tokens", "block": label, "output": f"1x{num_tokens}x{model.embed_dim}",
+                                "params": params, "flops": 0})
+    total = counter.get_total_flops()
+    return {"params": count_params(model), "flops": total, "macs": total // 2, "res": res, "layers": rows}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as an aligned text table with totals."""
+    head = ("layer", "block", "output", "params", "MFLOPs")
+    lines = [(r["layer"], r["block"], r["output"], f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}")
+             for r in summary["layers"]]
+    widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head))]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "-" * len(fmt(head))
+    out = [fmt(head), rule, *(fmt(row) for row in lines), rule]
+    out.append(f"params: {summary['params']:,}   FLOPs: {summary['flops'] / 1e9:.3f} G   "
+               f"MACs: {summary['macs'] / 1e9:.3f} G   at {summary['res']}x{summary['res']}")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    """``summary SPEC [--res N] [--set key=value ...] [--json]``; returns the exit status (2: bad spec)."""
+    parser = argparse.ArgumentParser(prog="python -m sdpnet summary", description=__doc__.splitlines()[0])
+    parser.add_argument("spec", help="a .json spec file or a spec string (quote it)")
+    parser.add_argument("--res", type=int, default=None, help="input resolution (default: the spec's img_size)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
+    args = parser.parse_args(argv)
+    try:
+        model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
+        res = args.res or model.plan.img_size
+        if res < 1 or res % model.stride:
+            raise ValueError(f"--res {res} is not divisible by the model's stride {model.stride}; "
+                             f"use a multiple of {model.stride}")
+        summary = summarize(model, res)
+    except (SpecError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {"spec": str(model.model_spec.arch), **summary}
+    print(json.dumps(summary, indent=2) if args.json else f"{summary['spec']}\n{format_table(summary)}")
+    return 0
