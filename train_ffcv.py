@@ -213,6 +213,8 @@ def make_lr_schedule(global_batch: int, steps_per_epoch: int, base_lr: float, wa
 @param("training.compile")
 def resolve_speed(device: str, amp: str, compile: str) -> tuple[str, bool, bool]:
     """(device request, bf16 autocast on?, torch.compile on?) with 'auto' resolved for this machine."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--training.device=cuda but torch sees no CUDA device; use cpu or auto")
     cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     return device, (amp == "bf16" or (amp == "auto" and cuda)), (compile == "on" or (compile == "auto" and cuda))
 
@@ -341,7 +343,9 @@ def main(epochs: int, seed: int, weight_decay: float, grad_clip: float, loss: st
     torch.manual_seed(seed + info.rank)  # per-rank augmentation streams
 
     model = model.to(info.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    ema = ModelEma(model, decay=decay, warmup=warmup, module=sdpnet.build(model_spec)) if enabled else None
+    # a second build holds the average (a SpecNet does not deep-copy: its plan holds MappingProxyTypes)
+    ema = ModelEma(model, decay=decay, warmup=warmup, module=sdpnet.build(model_spec).to(
+        memory_format=torch.channels_last if channels_last else torch.preserve_format)) if enabled else None
     stride = model.stride
     res_kw = dict(min_res=min_res, max_res=max_res, start_ramp=start_ramp, end_ramp=end_ramp, stride=stride)
     train_loader = make_train_data(info, res_at(0, **res_kw))
@@ -381,7 +385,6 @@ def main(epochs: int, seed: int, weight_decay: float, grad_clip: float, loss: st
               f"{steps_per_epoch} steps/epoch, peak lr {peak_lr:.3g}, amp={amp}, compile={compile_}, run {run}")
 
     # ---- the epoch loop
-    threads = torch.get_num_threads()  # FFCV sets torch's thread count to num_workers on iter(); undo
     last_epoch = epochs if not stop_after else min(epochs, stop_after)
     for epoch in range(start_epoch, last_epoch):
         res = res_at(epoch, **res_kw)
@@ -392,7 +395,6 @@ def main(epochs: int, seed: int, weight_decay: float, grad_clip: float, loss: st
                    disable=not (progress and info.is_main), dynamic_ncols=True, leave=True)
         dump = [] if dump_samples else None
         t0 = time.perf_counter()
-        torch.set_num_threads(threads)
         stats, step = train_epoch(ddp_model, train_loader, opt, ema, aug, mix, criterion, lr_fn, step,
                                   amp=amp, grad_clip=grad_clip, log_interval=log_interval, bar=bar, dump=dump)
         epoch_time = time.perf_counter() - t0

@@ -192,7 +192,7 @@ class TestBadInput:
 
 
 def test_sigkill_leaves_no_target(tmp_path: Path):
-    """A writer killed with SIGKILL mid-way leaves nothing at the target path."""
+    """A writer killed with SIGKILL mid-way leaves nothing at the target path; a rerun cleans up."""
     root = tmp_path / "big"
     rng = np.random.default_rng(1)
     for c in ("a", "b"):
@@ -216,3 +216,8 @@ def test_sigkill_leaves_no_target(tmp_path: Path):
         os.killpg(proc.pid, signal.SIGKILL)   # the writer and its FFCV worker processes
         proc.wait()
     assert not out.exists() and not Path(str(out) + ".json").exists()
+    # the next run completes and clears the dead writer's temporary file
+    res = run_script("write_imagenet.py", f"--cfg.data_dir={root}", f"--cfg.write_path={out}",
+                     "--cfg.subset=8", "--cfg.num_workers=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(os.listdir(out.parent)) == ["train.beton", "train.beton.json"]

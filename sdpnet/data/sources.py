@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile
+from tqdm import tqdm
 
 # torchvision's ImageFolder extensions, so the same trees work for both.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -106,7 +107,8 @@ def scan_image_folder(root: str, num_threads: int = 8) -> ImageFolderSource:
                             f"every class folder needs at least one file with an image extension "
                             f"({' '.join(IMG_EXTENSIONS)}). Remove the empty folders or fill them.")
     with ThreadPoolExecutor(num_threads) as pool:
-        headers = list(pool.map(_header, [p for p, _ in samples]))
+        headers = list(tqdm(pool.map(_header, [p for p, _ in samples], chunksize=64), total=len(samples),
+                            desc="checking image headers", unit="img", leave=False))
     good = [(s, h) for s, h in zip(samples, headers) if not isinstance(h, str)]
     bad = [(s[0], h) for s, h in zip(samples, headers) if isinstance(h, str)]
     return ImageFolderSource(str(rootp), classes, [s for s, _ in good], [h for _, h in good], bad)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -64,6 +65,17 @@ def _page_size(max_image_bytes: int) -> int:
     return 1 << (need - 1).bit_length()
 
 
+def _remove_stale_partials(target: Path) -> None:
+    """Delete temporary files that killed writers (pid no longer running) left beside ``target``."""
+    for p in target.parent.glob(f".{target.name}*.partial"):
+        try:
+            os.kill(int(p.name.rsplit(".", 2)[-2]), 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            pass   # not ours, or another user's live process
+
+
 def _write_once(dataset: Any, tmp: Path, fields: dict, indices: Sequence[int], num_workers: int,
                 page_size: int) -> dict[int, str]:
     from ffcv.writer import DatasetWriter   # here, not at the top: see write_beton
@@ -99,6 +111,7 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     from ffcv.fields import IntField, RGBImageField
 
     target = Path(target)
+    _remove_stale_partials(target)
     tmp = target.parent / f".{target.name}.{os.getpid()}.partial"
     tmp_json = target.parent / f".{sidecar_path(target).name}.{os.getpid()}.partial"
     fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution or None,
@@ -144,6 +157,8 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
 def run_cli(main: Callable[[], None]) -> None:
     """Run a writer's main(); turn DataPrepError into a one-paragraph message and exit status 1."""
     prog = Path(sys.argv[0]).name
+    # SIGTERM -> SystemExit, so the temporary files are removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         main()
     except DataPrepError as e:

@@ -8,11 +8,11 @@ the normalised batch and fills with 0, i.e. the dataset mean colour (as timm's
 
 kornia's own ``RandAugment`` picks one sequence of operations for the whole batch;
 here each image draws its own ``n`` operations: for each of the ``n`` rounds the
-images are grouped by the operation they drew and each group goes through a
+images are sorted by the operation they drew and each group goes through a
 one-operation kornia RandAugment (so magnitudes follow kornia's ``m`` convention,
 ``m`` in (0, 30), timm/torchvision use the same scale). The draws come from torch's
-CPU generator (checkpointed) and the index tensors are CPU tensors sent with
-``non_blocking``: no host sync on the device.
+CPU generator (checkpointed); one pinned index tensor per round goes to the device
+with ``non_blocking``: no host sync on the device.
 """
 from __future__ import annotations
 
@@ -63,10 +63,13 @@ class BatchAugment(nn.Module):
     def _randaugment(self, x: torch.Tensor) -> torch.Tensor:
         x = (x * self.std + self.mean).clamp_(0, 1)  # (B, C, H, W) in [0, 1]
         for _ in range(self.n):
-            choice = torch.randint(len(self.ops), (x.shape[0],))
-            out = torch.empty_like(x)
-            for k in choice.unique().tolist():
-                idx = (choice == k).nonzero().squeeze(1).to(x.device, non_blocking=True)
-                out.index_copy_(0, idx, self.ops[k](x.index_select(0, idx)))
-            x = out.clamp_(0, 1)
+            choice = torch.randint(len(self.ops), (x.shape[0],))  # CPU: one op per image
+            order = torch.argsort(choice)  # images grouped by op
+            counts = torch.bincount(choice, minlength=len(self.ops)).tolist()
+            if x.is_cuda:
+                order = order.pin_memory()
+            order = order.to(x.device, non_blocking=True)
+            groups = x.index_select(0, order).split(counts)
+            done = torch.cat([op(g) if len(g) else g for op, g in zip(self.ops, groups)])
+            x = torch.empty_like(x).index_copy_(0, order, done).clamp_(0, 1)
         return (x - self.mean) / self.std
