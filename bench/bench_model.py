@@ -3,7 +3,8 @@
 1. Our ``specs/zoo/vit_small_patch16_224.json`` against timm's ``vit_small_patch16_224``: a training step
    (forward, cross-entropy, backward; no optimizer step) at batch 32, 224 px, fp32 on the CPU. The two models
    alternate within each round, in ABBA order across rounds so drift in machine load hits both alike; the
-   ratio (ours / timm) of their median img/s is the figure to read (target >= 1.0).
+   ratio (ours / timm) of their median img/s is the figure to read (target >= 1.0). On a shared machine the
+   ratio of their best rounds is printed too: it is the least disturbed by other processes.
 2. ``specs/xxs.json`` and the design card's example ``P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP`` at ``dim=96``:
    img/s of the same training step, and peak memory. Each runs in a fresh subprocess. Peak memory is the
    process's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``, reset through
@@ -53,7 +54,7 @@ def batch(size: int, img: int, classes: int = 1000) -> tuple[torch.Tensor, torch
 
 
 def compare_with_timm(rounds: int, steps: int, size: int, img: int) -> dict[str, float]:
-    """Median img/s of timm's vit_small_patch16_224 and ours, alternating; their ratio; our parameter count."""
+    """Median img/s of timm's vit_small_patch16_224 and ours, alternating; the ratios; our parameter count."""
     import timm
 
     import sdpnet
@@ -71,6 +72,7 @@ def compare_with_timm(rounds: int, steps: int, size: int, img: int) -> dict[str,
             rates[name].append(images_per_second(models[name], x, y, steps))
     result = {name: statistics.median(v) for name, v in rates.items()}
     result["ratio"] = result["ours"] / result["timm"]
+    result["ratio_best"] = max(rates["ours"]) / max(rates["timm"])  # best rounds: least disturbed by other load
     result["params"] = sum(p.numel() for p in models["ours"].parameters())
     return result
 
@@ -139,8 +141,8 @@ def main() -> None:
         p = f"{params:,}"
         mem = f"{peak:.0f}" if peak is not None else "-"
         print(f"{label:<46} {p:>12} {rate:>8.2f} {mem:>9}")
-    print(f"\nours / timm img/s (median of {args.rounds} rounds x {args.steps} steps): {vs['ratio']:.3f} "
-          f"(target >= 1.0); end: {load()}")
+    print(f"\nours / timm img/s over {args.rounds} rounds x {args.steps} steps: median {vs['ratio']:.3f}, "
+          f"best round {vs['ratio_best']:.3f} (target >= 1.0); end: {load()}")
 
 
 if __name__ == "__main__":

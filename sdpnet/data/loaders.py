@@ -99,12 +99,18 @@ def dataset_stats(path: str, mean: Sequence[float] | None = None,
     return mean, std
 
 
+class _Contiguous(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+
 def _tail(device: torch.device, mean: np.ndarray, std: np.ndarray, channels_last: bool) -> list:
     """uint8 HWC crops -> normalised float32 NCHW tensors on ``device``."""
     norm = NormalizeImage(mean, std, np.float32)
-    if device.type == "cuda":   # copy uint8 (4x less than float32), normalise on the GPU
-        return [ToTensor(), ToDevice(device, non_blocking=True),
-                ToTorchImage(channels_last=channels_last, convert_back_int16=False), norm]
+    if device.type == "cuda":   # copy uint8 (4x less than float32), normalise on the GPU (cupy kernel)
+        ops = [ToTensor(), ToDevice(device, non_blocking=True),
+               ToTorchImage(channels_last=True, convert_back_int16=False), norm]   # FFCV's GPU op needs NHWC
+        return ops if channels_last else ops + [_Contiguous()]
     return [norm, ToTensor(), ToTorchImage(channels_last=channels_last, convert_back_int16=False)]
 
 
