@@ -336,16 +336,14 @@ def main(epochs: int, seed: int, weight_decay: float, grad_clip: float, loss: st
     check_files([train_path, val_path])
     num_classes = int(read_sidecar(train_path)["num_classes"])
     torch.manual_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model, model_spec, spec_record = make_model(num_classes)
+    model, _, spec_record = make_model(num_classes)
     device_req, amp, compile_ = resolve_speed()
     info = init_distributed(device_req)
     run, resume_from = make_run_folder(info)
     torch.manual_seed(seed + info.rank)  # per-rank augmentation streams
 
     model = model.to(info.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    # a second build holds the average (a SpecNet does not deep-copy: its plan holds MappingProxyTypes)
-    ema = ModelEma(model, decay=decay, warmup=warmup, module=sdpnet.build(model_spec).to(
-        memory_format=torch.channels_last if channels_last else torch.preserve_format)) if enabled else None
+    ema = ModelEma(model, decay=decay, warmup=warmup) if enabled else None
     stride = model.stride
     res_kw = dict(min_res=min_res, max_res=max_res, start_ramp=start_ramp, end_ramp=end_ramp, stride=stride)
     train_loader = make_train_data(info, res_at(0, **res_kw))

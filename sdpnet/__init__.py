@@ -5,6 +5,7 @@ imports the builder (and torch) on first use.
 """
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in block schemas)
@@ -23,6 +24,9 @@ def build(spec: Any, **overrides: Any) -> "SpecNet":
 
     return _build(spec, **overrides)
 
+
+if "timm" in sys.modules:  # timm (hence torch) is loaded: register the presets as timm models
+    import sdpnet.timm_models  # noqa: E402,F401
 
 __all__ = [
     "BlockSchema", "ModelSpec", "Param", "Spec", "SpecError", "build", "get_block", "get_schema",

@@ -2,6 +2,7 @@
 torch.compile without graph breaks, torch.export, and every spec file in specs/."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -145,6 +146,18 @@ class TestModelApi:
             states.append(build("P4+CLS2-DWC3,ENC-MLP", **TINY).state_dict())
         for k in states[0]:
             assert torch.equal(states[0][k], states[1][k]), k
+
+    def test_deepcopy(self) -> None:
+        """copy.deepcopy gives an independent model with equal outputs (timm's ModelEma deep-copies)."""
+        torch.manual_seed(0)
+        model = build("P4(norm=bn)+POS+CLS2+REG1-NEMB3,ENC,DWC3+MLP-MLP", **TINY).eval()
+        twin = copy.deepcopy(model)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(twin(x), model(x), rtol=0, atol=0)
+        assert twin.plan == model.plan and twin.model_spec == model.model_spec
+        with torch.no_grad():
+            next(twin.parameters()).add_(1.0)
+        assert not torch.equal(twin(x), model(x))
 
     def test_build_inputs(self, tmp_path: Path) -> None:
         """A spec file path, a spec string, a ModelSpec and a Plan give the same model; overrides win."""

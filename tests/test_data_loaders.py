@@ -160,3 +160,51 @@ def test_two_ranks_read_disjoint_shards(fashion_mnist_betons: Path, tmp_path: Pa
     got = sorted(map(bytes, torch.cat([r0["val"], r1["val"]]).round().to(torch.uint8).numpy()))
     assert len(r0["val"]) == len(r1["val"]) == 50
     assert got == sorted(map(bytes, ref.reshape(100, -1)))
+
+
+def test_keeps_torch_threads(fashion_mnist_betons: Path):
+    """A loader with num_workers=1 leaves the caller's torch thread count at 2 (FFCV would set 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loader = make_train_loader(str(fashion_mnist_betons / "train.beton"), batch_size=32, res=28,
+                                   num_workers=1, subset=64)
+        assert torch.get_num_threads() == 2
+        next(iter(loader))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+class TestReplay:
+    """Crop, flip and translate are a function of (seed, epoch) with num_workers=1."""
+
+    @staticmethod
+    def _epoch(loader, epoch: int) -> list[torch.Tensor]:
+        loader.next_epoch = epoch
+        return [x.clone() for x, _ in loader]   # copy: buffers are reused
+
+    def _loader(self, path: Path, seed: int = 0):
+        return make_train_loader(str(path / "train.beton"), batch_size=64, res=24, num_workers=1,
+                                 subset=256, seed=seed, scale=(0.35, 1), flip=True, translate=2)
+
+    def test_epoch_replays(self, fashion_mnist_betons: Path):
+        """The same epoch twice, or in a fresh loader (a resume), gives identical batches."""
+        loader = self._loader(fashion_mnist_betons)
+        first, again = self._epoch(loader, 1), self._epoch(loader, 1)
+        fresh = self._epoch(self._loader(fashion_mnist_betons), 1)
+        assert len(first) == 4
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        assert all(torch.equal(a, b) for a, b in zip(first, fresh))
+
+    def test_new_draws_each_epoch(self, fashion_mnist_betons: Path):
+        """Seeding does not freeze the augmentation: a sample's image differs between two epochs."""
+        loader = self._loader(fashion_mnist_betons)
+        images, orders = [], []
+        for epoch in (0, 1):
+            orders.append(shard_indices(subset_indices(60000, 256, 0), rank=0, world_size=1, epoch=epoch,
+                                        seed=0, shuffle=True).tolist())
+            images.append(torch.cat(self._epoch(loader, epoch)))
+        assert sorted(orders[0]) == sorted(orders[1])
+        same = [torch.equal(images[0][orders[0].index(i)], images[1][orders[1].index(i)]) for i in orders[0]]
+        assert sum(same) < 0.1 * len(same)

@@ -13,6 +13,15 @@ contiguous slices, dropping the remainder so that ranks run the same number of
 batches. Validation shards are ``indices[r::world_size]``: disjoint and together
 covering every sample (counts may differ by one, so keep collectives out of the
 validation loop and all-reduce the sums after it).
+
+Replayable augmentation: FFCV's crop, flip and translate draw from numba's per-thread
+generator, which nothing seeds. The training decoder seeds it at the start of every batch
+from ``seed`` and the batch's sample indices (a new permutation each epoch, so new draws),
+so with ``num_workers=1`` (the whole pipeline in one thread) the crops, flips and shifts of
+a batch are a function of (seed, epoch) and a resumed run sees exactly the images an
+uninterrupted one would. With more workers the draws happen in numba's worker threads,
+and with the sequential order (same batches every epoch) nothing is seeded: still random,
+but not replayable.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader
+from ffcv.pipeline.compiler import Compiler
 from ffcv.reader import Reader
 from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze,
                              ToDevice, ToTensor, ToTorchImage)
@@ -76,6 +86,58 @@ class _ShardOrder(TraversalOrder):
                              seed=self.seed_, shuffle=self.shuffle)
 
 
+class _ThreadKeepingLoader(Loader):
+    """An FFCV Loader that leaves the caller's torch thread count alone.
+
+    ``Loader.__init__`` and ``__iter__`` call ``Compiler.set_num_threads(num_workers)``, which
+    also runs ``torch.set_num_threads(num_workers)`` in the calling thread: with num_workers=1
+    the model would then train on one thread of a multi-core CPU. The count is restored after
+    both (FFCV's decoding threads are numba's, which this does not touch).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        threads = torch.get_num_threads()
+        super().__init__(*args, **kwargs)
+        torch.set_num_threads(threads)
+
+    def __iter__(self):
+        threads = torch.get_num_threads()
+        iterator = super().__iter__()
+        torch.set_num_threads(threads)
+        return iterator
+
+
+def _seed_numba(batch_indices: np.ndarray, seed: int) -> None:
+    """Seed this thread's numba generator from the loader seed and every index of the batch."""
+    h = seed % 4294967291
+    for i in range(len(batch_indices)):
+        h = (h * 1000003 + np.int64(batch_indices[i])) % 4294967291   # < 2**52: no int64 overflow
+    np.random.seed(h)   # inside numba-compiled code this seeds numba's generator, not numpy's
+
+
+class _SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
+    """FFCV's RandomResizedCrop decoder, seeding numba's generator per batch (see the module notes).
+
+    The ops after it in the same thread (flip, translate) then draw from the seeded stream too.
+    """
+
+    def __init__(self, output_size: tuple[int, int], scale: tuple[float, float],
+                 ratio: tuple[float, float], seed: int) -> None:
+        super().__init__(output_size, scale=scale, ratio=ratio)
+        self.seed = seed
+
+    def generate_code(self):
+        crop = Compiler.compile(super().generate_code())   # FFCV's decode-and-crop loop, unchanged
+        seed_c = Compiler.compile(_seed_numba)
+        seed = int(self.seed)
+
+        def decode(batch_indices, my_storage, metadata, storage_state):
+            seed_c(batch_indices, seed)
+            return crop(batch_indices, my_storage, metadata, storage_state)
+
+        return decode
+
+
 def _rank_world(distributed: bool) -> tuple[int, int]:
     if not distributed:
         return 0, 1
@@ -124,7 +186,7 @@ def _loader(path: str, image_ops: list, *, batch_size: int, num_workers: int, de
             os_cache: bool) -> Loader:
     rank, world = _rank_world(distributed)
     num_samples = Reader(path).num_samples
-    return Loader(path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
+    return _ThreadKeepingLoader(path, batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
                   order=_ShardOrder(rank, world, seed, shuffle), seed=seed,
                   indices=subset_indices(num_samples, subset, seed), drop_last=drop_last,
                   pipelines={"image": image_ops, "label": _label_pipeline(device)})
@@ -151,6 +213,8 @@ def make_train_loader(path: str, *, batch_size: int, res: int, num_workers: int 
         translate: if > 0, shift each image by up to this many pixels, zero-filling (28-px data).
         mean, std: per-channel, 0-255 scale; None takes them from the sidecar, else ImageNet's.
         order: 'random' (a new permutation each epoch) or 'sequential'.
+        seed: data order, subset and augmentation; crops, flips and shifts replay exactly
+            (same seed and epoch, e.g. after a resume) with ``num_workers=1`` and the random order.
     """
     _check_path(path)
     if order not in ("random", "sequential"):
@@ -159,7 +223,10 @@ def make_train_loader(path: str, *, batch_size: int, res: int, num_workers: int 
         raise ValueError(f"res={res} and batch_size={batch_size} must be positive")
     device = torch.device(device)
     mean_, std_ = dataset_stats(path, mean, std)
-    ops = [RandomResizedCropRGBImageDecoder((res, res), scale=tuple(scale), ratio=tuple(ratio))]
+    # seeding per batch needs batches that differ between epochs: only the random order gives that
+    ops = [_SeededRandomResizedCrop((res, res), scale=tuple(scale), ratio=tuple(ratio), seed=seed)
+           if order == "random" else RandomResizedCropRGBImageDecoder((res, res), scale=tuple(scale),
+                                                                    ratio=tuple(ratio))]
     ops += [RandomHorizontalFlip()] if flip else []
     ops += [RandomTranslate(padding=translate)] if translate > 0 else []
     return _loader(path, ops + _tail(device, mean_, std_, channels_last), batch_size=batch_size,

@@ -91,6 +91,11 @@ class ModelSpec:
         if not isinstance(self.hparams, MappingProxyType):
             object.__setattr__(self, "hparams", MappingProxyType(dict(self.hparams)))
 
+    def __deepcopy__(self, memo: dict) -> "ModelSpec":
+        # Immutable (frozen, read-only hparams), so a copy may share it; deepcopy cannot copy the
+        # MappingProxyType itself, and models that hold a spec must deep-copy (timm's ModelEma).
+        return self
+
     @property
     def name(self) -> str | None:
         """``hparams["name"]``, else the spec file's stem, else None."""

@@ -34,6 +34,9 @@ class LayerPlan:
     out_dim: int
     col: int = field(default=0, compare=False)
 
+    def __deepcopy__(self, memo: dict) -> "LayerPlan":
+        return self   # immutable; see Plan.__deepcopy__
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -56,3 +59,8 @@ class Plan:
     in_chans: int
     img_size: int
     hparams: Mapping[str, Any]
+
+    def __deepcopy__(self, memo: dict) -> "Plan":
+        # Immutable (frozen, read-only mappings), so a copy may share it; deepcopy cannot copy a
+        # MappingProxyType, and a SpecNet holding its plan must deep-copy (timm's ModelEma, EMA here).
+        return self

@@ -20,23 +20,15 @@ class ModelEma(nn.Module):
         decay: the decay ``d`` once warmed up (0.9998 is timm's ImageNet value).
         warmup: if true, ``d = min(decay, (1 + step) / (10 + step))``, so early
             averages are not dominated by the random initialisation.
-        module: a second instance of the same architecture to hold the average, for
-            models that cannot be deep-copied (default: ``copy.deepcopy(model)``);
-            its weights are overwritten with ``model``'s.
+
+    The average lives in ``copy.deepcopy(model)``: same device, dtype and memory format.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998, warmup: bool = False,
-                 module: nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.9998, warmup: bool = False) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        if module is None:
-            module = copy.deepcopy(model)
-        else:
-            p = next(model.parameters())
-            module = module.to(p.device)
-            module.load_state_dict(model.state_dict())
-        self.module = module.eval().requires_grad_(False)
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.warmup = warmup
 
