@@ -156,6 +156,14 @@ class TestResolve:
         assert plan.layers[0].kwargs["kernel_size"] == 3
         assert plan.layers[-1].in_dim == 96 and plan.layers[-1].out_dim == 1000
 
+    def test_body_conv_width_change_with_tokens(self):
+        """A body CONV that changes the width after tokens exist is a SpecError (only DOWN projects tokens)."""
+        text = "CONV3(d=32)-CONV3(d=64,s=2)+CLS2-ENC"
+        with pytest.raises(SpecError) as info:
+            resolve(load_spec(text))
+        assert info.value.col == text.index("CONV3(d=64") and "DOWN(d=64)" in str(info.value)
+        assert resolve(load_spec("CONV3(d=32),CONV3(d=64,s=2)+CLS2-ENC")).dim == 64
+
     def test_stem_width_keyword(self):
         """P16(d=...) sets the stem width."""
         assert resolve(load_spec("P16(d=192)-ENC")).dim == 192

@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+_threads = torch.get_num_threads()   # importing ffcv runs torch.set_num_threads(1): undone below
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader
@@ -39,6 +41,8 @@ from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTransla
 from ffcv.traversal_order.base import TraversalOrder
 
 from .sidecar import IMAGENET_MEAN, IMAGENET_STD, read_sidecar
+
+torch.set_num_threads(_threads)
 
 __all__ = ["make_train_loader", "make_val_loader", "set_train_resolution", "subset_indices",
            "shard_indices", "dataset_stats"]
@@ -91,8 +95,9 @@ class _ThreadKeepingLoader(Loader):
 
     ``Loader.__init__`` and ``__iter__`` call ``Compiler.set_num_threads(num_workers)``, which
     also runs ``torch.set_num_threads(num_workers)`` in the calling thread: with num_workers=1
-    the model would then train on one thread of a multi-core CPU. The count is restored after
-    both (FFCV's decoding threads are numba's, which this does not touch).
+    the model would then train on one thread of a multi-core CPU (1.5x slower on 2 cores).
+    The count is restored after both; FFCV's decoding threads are numba's, which this does not
+    touch. (Importing ffcv sets torch's count to 1 too: undone where this module imports it.)
     """
 
     def __init__(self, *args, **kwargs) -> None:

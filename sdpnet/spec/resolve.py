@@ -38,7 +38,7 @@ def resolve(model: ModelSpec | Any) -> Plan:
     seq = [(roles[s], b) for s, b in spec.expand() if b.name not in DECLARATION_BLOCKS]
     last_tok = max(i for i, (r, b) in enumerate(seq) if r == "stem" and b.name in TOKENIZER_BLOCKS)
     n_res = sum(1 for r, b in seq if r == "body" and get_schema(b.name).residual)
-    num_cls = num_tokens(spec, "CLS")
+    num_cls, num_reg = num_tokens(spec, "CLS"), num_tokens(spec, "REG")
 
     body = [(r, b) for r, b in seq if r != "head"]
     head = [b for r, b in seq if r == "head"]
@@ -69,6 +69,10 @@ def resolve(model: ModelSpec | Any) -> Plan:
             out = d or (dim if i == last_tok or b.name != "CT" else CT_WIDTH)
         elif role == "body" and b.name == "CONV":
             out = d or width
+            if out != width and (num_cls or num_reg):
+                raise fail(f"CONV changes the width from {width} to {out} after the class/register tokens "
+                           f"were created at width {stem_dim}; only DOWN projects tokens", b,
+                           f"put this CONV in the stem stage (before the first '-'), or use DOWN(d={out})")
         elif role == "body" and b.name == "DOWN":
             out = d or 2 * width
         elif role == "head" and b.name in CLASSIFIER_BLOCKS:
@@ -91,7 +95,7 @@ def resolve(model: ModelSpec | Any) -> Plan:
             stem_dim = out
         width = out if not (role == "head" and b.name in CLASSIFIER_BLOCKS) else width
     return Plan(
-        layers=tuple(layers), num_cls=num_cls, num_reg=num_tokens(spec, "REG"), dim=stem_dim,
+        layers=tuple(layers), num_cls=num_cls, num_reg=num_reg, dim=stem_dim,
         num_classes=num_classes, in_chans=hp["in_chans"], img_size=hp["img_size"],
         hparams=MappingProxyType(hp),
     )
