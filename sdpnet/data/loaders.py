@@ -25,7 +25,7 @@ but not replayable.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ class _SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
         super().__init__(output_size, scale=scale, ratio=ratio)
         self.seed = seed
 
-    def generate_code(self):
+    def generate_code(self) -> Callable:
         crop = Compiler.compile(super().generate_code())   # FFCV's decode-and-crop loop, unchanged
         seed_c = Compiler.compile(_seed_numba)
         seed = int(self.seed)
