@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 .PHONY: demo test setup bench clean-setup
 
 demo: setup $(DATA)/train.beton
-	$(PY) train_ffcv.py --spec specs/fashion_mnist.json -C configs/fashion_mnist.yaml
+	$(PY) train_ffcv.py --spec specs/fashion_mnist.json -C configs/fashion_mnist.yaml \
+		--logging.folder=runs/fashion_mnist-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -36,7 +37,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-$(DATA)/train.beton: $(STAMPS)/venv
+$(DATA)/train.beton: | $(STAMPS)/venv
 	$(PY) data_prep/write_fashion_mnist.py --cfg.write_dir=$(DATA)
 
 bench: setup

@@ -1,0 +1,124 @@
+"""Time to a target test accuracy on Fashion-MNIST: the demo hybrid against the plain-CNN peer, in one run.
+
+The demo runs as the README's main job does (``train_ffcv.py`` on the ``.beton`` files, its own
+config); the peer is the 4-conv CNN of ``shared/peers/fashion_cnn.py`` with its own recipe
+(data in memory, AdamW 3e-3, one-cycle, flips, label smoothing 0.1), run for ``--peer-epochs``.
+Both evaluate on the 10,000 test images after every epoch. Times are training time (evaluation
+excluded) and the process wall time, on the same machine one after the other.
+
+    python bench/bench_demo.py [--target 0.92] [--peer-epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from sdpnet.data.sources import read_fashion_mnist  # noqa: E402
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def peer_net() -> nn.Module:
+    """The plain CNN of shared/peers/fashion_cnn.py (468k parameters, 1 input channel)."""
+    def block(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
+    return nn.Sequential(*block(1, 32), *block(32, 32), nn.MaxPool2d(2), *block(32, 64), *block(64, 64),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 49, 128), nn.ReLU(),
+                         nn.Linear(128, 10))
+
+
+def run_peer(epochs: int, target: float) -> dict:
+    """Train the peer with its own recipe; per-epoch test accuracy and cumulative training time."""
+    torch.manual_seed(0)
+    tr, te = read_fashion_mnist(FMNIST, "train"), read_fashion_mnist(FMNIST, "val")
+    xtr = torch.tensor(tr.images).unsqueeze(1).float().div(255)
+    xte = torch.tensor(te.images).unsqueeze(1).float().div(255)
+    ytr, yte = torch.tensor(tr.labels), torch.tensor(te.labels)
+    m, s = xtr.mean(), xtr.std()
+    xtr, xte = (xtr - m) / s, (xte - m) / s
+    net, bs = peer_net(), 128
+    steps = len(xtr) // bs
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps, pct_start=0.2)
+    curve, train_time, t_start = [], 0.0, time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        t0, perm = time.perf_counter(), torch.randperm(len(xtr))
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            x, y = xtr[idx], ytr[idx]
+            x = torch.where((torch.rand(bs) < 0.5)[:, None, None, None], x.flip(3), x)
+            loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        train_time += time.perf_counter() - t0
+        net.eval()
+        with torch.no_grad():
+            correct = sum((net(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum().item()
+                          for i in range(0, len(xte), 500))
+        curve.append((train_time, correct / len(xte)))
+        print(f"peer epoch {len(curve)}: top1 {curve[-1][1]:.4f} train {train_time:.0f}s", flush=True)
+    params = sum(p.numel() for p in net.parameters())
+    return summarize("plain CNN peer", params, curve, target, time.perf_counter() - t_start)
+
+
+def run_demo(config: str, spec: str, target: float, extra: list[str]) -> dict:
+    """Run train_ffcv.py on the demo config; read its per-epoch metrics back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "train_ffcv.py"), "--spec", spec, "-C", config,
+                        f"--logging.folder={run}", "--logging.progress=0", *extra], cwd=ROOT, check=True)
+        wall = time.perf_counter() - t0
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        results = json.loads((run / "results.json").read_text())
+    curve, train_time = [], 0.0
+    for rec in lines:
+        train_time += rec["epoch_time"]
+        curve.append((train_time, max(rec["top1"], rec.get("ema_top1") or 0.0)))
+    return summarize("sdpnet demo hybrid", results["params"], curve, target, wall)
+
+
+def summarize(name: str, params: int, curve: list[tuple[float, float]], target: float, wall: float) -> dict:
+    hit = next(((i + 1, t) for i, (t, acc) in enumerate(curve) if acc >= target), None)
+    return {"model": name, "params": params, "epochs_to_target": hit[0] if hit else None,
+            "time_to_target": hit[1] if hit else None, "final_top1": curve[-1][1],
+            "train_time": curve[-1][0], "wall": wall, "epochs": len(curve)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", type=float, default=0.92)
+    ap.add_argument("--peer-epochs", type=int, default=3, help="the peer's one-cycle schedule length")
+    ap.add_argument("--config", default="configs/fashion_mnist.yaml")
+    ap.add_argument("--spec", default="specs/fashion_mnist.json")
+    ap.add_argument("extra", nargs="*", help="extra train_ffcv.py options, e.g. --training.epochs=3")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = [run_demo(args.config, args.spec, args.target, args.extra), run_peer(args.peer_epochs, args.target)]
+    print(f"\n| model | params | epochs | time to {args.target:.0%} (train s) | final top-1 | train s | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ttt = f"{r['time_to_target']:.0f} (epoch {r['epochs_to_target']})" if r["time_to_target"] else "not reached"
+        print(f"| {r['model']} | {r['params']:,} | {r['epochs']} | {ttt} | {r['final_top1']:.4f} | "
+              f"{r['train_time']:.0f} | {r['wall']:.0f} |")
+    demo, peer = rows
+    if demo["time_to_target"] and peer["time_to_target"]:
+        print(f"\ndemo / peer time to target: {demo['time_to_target'] / peer['time_to_target']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
