@@ -164,6 +164,14 @@ class TestResolve:
         assert info.value.col == text.index("CONV3(d=64") and "DOWN(d=64)" in str(info.value)
         assert resolve(load_spec("CONV3(d=32),CONV3(d=64,s=2)+CLS2-ENC")).dim == 64
 
+    @pytest.mark.parametrize("text", ["P16+CLS+POS(cls=true)-ENC", "P16-POS(cls=true)+ENC"])
+    def test_pos_cls_needs_tokens_in_the_body(self, text):
+        """POS(cls=true) in the stem or without class tokens is a SpecError at the POS, not a build error."""
+        with pytest.raises(SpecError) as info:
+            resolve(load_spec(text))
+        assert info.value.col == text.index("POS")
+        assert resolve(load_spec("P16+CLS-POS(cls=true)+ENC")).num_cls == 1
+
     def test_stem_width_keyword(self):
         """P16(d=...) sets the stem width."""
         assert resolve(load_spec("P16(d=192)-ENC")).dim == 192

@@ -79,6 +79,11 @@ def resolve(model: ModelSpec | Any) -> Plan:
             out = num_classes
         if schema.param("d") is not None:
             kwargs["dim"] = out
+        if b.name == "POS" and kwargs.get("cls") and (role == "stem" or not num_cls):
+            where = "in the stem, before the tokens exist" if num_cls else "but the spec declares no class tokens"
+            raise fail(f"POS(cls=true) gives class tokens positions {where}", b,
+                       "declare CLSn and put POS(cls=true) at the start of the body (P16+CLS-POS(cls=true)+ENC...)"
+                       if num_cls else "add CLSn, or drop cls=true")
         if b.name == "ENC":
             heads = kwargs.get("num_heads") or max(1, width // 64)
             if width % heads:
