@@ -4,6 +4,11 @@ The network carries the image tokens (B, C, H, W) and the class/register tokens 
 (``forward(x) -> x``) never see the tokens; token-aware blocks (class attribute ``uses_tokens = True``,
 ``forward(x, t) -> (x, t)``) do: ``ENC`` attends over both, ``DOWN`` projects both. The forward loop branches only
 on class attributes, so ``torch.compile(model, fullgraph=True)`` traces it without graph breaks.
+
+Two execution details make the forward cheaper without changing its result: a run of two or more consecutive
+sequence-form blocks (``ENC``) joins the tokens and the image into one sequence once, not per block; and when
+the pool reads only the class tokens (``TOKS``) and the body ends with such a block, ``forward`` computes that
+last block for the class tokens alone (``forward_features`` still returns its full output).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch
 from torch import nn
 
 import sdpnet.blocks  # noqa: F401  (binds the built-in block names to their modules)
+from sdpnet.blocks.attention import join_tokens, split_tokens
 from sdpnet.registry import get_block
 from sdpnet.spec.plan import LayerPlan, Plan
 
@@ -87,7 +93,10 @@ class SpecNet(nn.Module):
         else:
             self.register_parameter("reg_token", None)
         self.body = nn.ModuleList(body)
+        self._runs = sequence_runs(body)
         self.pool = head[0]
+        # the pool reads only the class tokens: forward computes the last block for them alone
+        self._class_tokens_only = not self.pool.reads_image and bool(body) and getattr(body[-1], "sequence_form", False)
         self.head = nn.Sequential(*head[1:])
         self.stride = stride
         self.num_features = self.pool.out_dim
@@ -132,17 +141,29 @@ class SpecNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image (B, 3, H, W) -> (image tokens (B, C, H/s, W/s), class+register tokens (B, T, C))."""
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor, class_tokens_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_features`; ``class_tokens_only``: the last block (sequence form) updates only the
+        class tokens, and the image returned is its input (for pools that do not read the image)."""
         H, W = x.shape[-2:]
         if H % self.stride or W % self.stride:
             raise ValueError(f"input {H}x{W} is not divisible by the model's stride {self.stride}; "
                              f"use a multiple of {self.stride}")
         x = self.stem(x)
         t = self._tokens(x)
-        for block in self.body:
-            if getattr(block, "uses_tokens", False):
-                x, t = block(x, t)
-            else:
-                x = block(x)
+        for start, stop in self._runs:
+            last = class_tokens_only and stop == len(self.body)
+            if stop - start == 1 and not last:
+                block = self.body[start]
+                x, t = block(x, t) if getattr(block, "uses_tokens", False) else (block(x), t)
+                continue
+            s = join_tokens(x, t)
+            for block in self.body[start:stop - 1]:
+                s = block(s)
+            if last:
+                return x, self.body[stop - 1](s, num_queries=self.num_cls)
+            x, t = split_tokens(self.body[stop - 1](s), t.shape[1], x.shape[-2:])
         return x, t
 
     def forward_head(self, features: tuple[torch.Tensor, torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
@@ -152,7 +173,7 @@ class SpecNet(nn.Module):
         return f if pre_logits else self.head(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self._features(x, self._class_tokens_only))
 
     def get_classifier(self) -> nn.Module:
         """The final classifier layer (``fc`` of the last head block)."""
@@ -165,6 +186,17 @@ class SpecNet(nn.Module):
         self.head[-1].reset_classifier(num_classes)
         self.num_classes = num_classes
         self.pretrained_cfg = self.default_cfg = self._cfg()
+
+
+def sequence_runs(body: list[nn.Module]) -> list[tuple[int, int]]:
+    """``body`` split into runs ``(start, stop)``: maximal runs of sequence-form blocks, other blocks alone."""
+    runs: list[tuple[int, int]] = []
+    for i, block in enumerate(body):
+        if getattr(block, "sequence_form", False) and runs and getattr(body[runs[-1][0]], "sequence_form", False):
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def build(spec: Any, **overrides: Any) -> SpecNet:

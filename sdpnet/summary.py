@@ -2,7 +2,10 @@
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one forward of a (1, 3, res, res)
 zero image: matrix multiplies, convolutions and attention (2 FLOPs per multiply-add; MACs = FLOPs / 2);
-norms, activations and pooling are not counted, as in fvcore/timm tables.
+norms, activations and pooling are not counted, as in fvcore/timm tables. The count is of the full network
+(``forward_features`` then ``forward_head``), as published tables give it, not of ``forward``'s shortcut for a
+final encoder read only through its class tokens. Encoder blocks inside a run of two or more show the joint
+sequence ``[tokens, image]`` (B, T + HW, C) as their output.
 """
 from __future__ import annotations
 
@@ -43,6 +46,17 @@ def _shape(out: Any) -> str:
     return " + ".join(_shape(o) for o in out)
 
 
+class _FullNetwork(nn.Module):
+    """``forward_features`` then ``forward_head`` of ``net`` in one call, so FLOPs are attributed per layer."""
+
+    def __init__(self, net: SpecNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(x))
+
+
 def summarize(model: SpecNet, res: int) -> dict[str, Any]:
     """Per-layer rows and totals of ``model`` for a (1, C, res, res) input: params, FLOPs, output shapes."""
     named: list[tuple[str, str, nn.Module]] = []
@@ -59,12 +73,12 @@ def summarize(model: SpecNet, res: int) -> dict[str, Any]:
              for name, _, m in named]
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
-            model(torch.zeros(1, model.plan.in_chans, res, res))
+            _FullNetwork(model)(torch.zeros(1, model.plan.in_chans, res, res))
     finally:
         for h in hooks:
             h.remove()
     flops = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
-    root = type(model).__name__
+    root = f"{_FullNetwork.__name__}.net"
 
     rows = [{"layer": name, "block": label, "output": shapes[name], "params": count_params(m),
              "flops": flops.get(f"{root}.{name}", 0)} for name, label, m in named]

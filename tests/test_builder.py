@@ -186,10 +186,56 @@ class TestModelApi:
         assert count_params(model.head) == 1_771_536
 
 
+class TestEncoderRuns:
+    """Runs of encoders stay in sequence form, and a final encoder read through TOKS updates only the class
+    tokens in ``forward``: same logits and gradients as the full ``forward_features`` + ``forward_head``."""
+
+    @pytest.mark.parametrize("arch", ["P4+CLS2+REG1-POS(cls=true)+ENCx3-TOKS+LIN",
+                                      "P4+CLS3-DWC3+MLP,ENC,DWC3,ENC-TOKS+MLP",
+                                      "P4+CLS1-ENC(qkn=1,ls=0.1)-TOKS+LIN",
+                                      "P4+CLS2-ENCx2,DWC3-TOKS+LIN",
+                                      "P4+CLS2-ENCx2-GAP+LIN"])
+    def test_forward_matches_full_features(self, arch: str) -> None:
+        torch.manual_seed(0)
+        model = build(arch, dim=32, heads=4, num_classes=5, img_size=16).train()
+        x = torch.randn(3, 3, 16, 16)
+        grads = []
+        for run in (model, lambda v: model.forward_head(model.forward_features(v))):
+            model.zero_grad(set_to_none=True)
+            y = run(x)
+            y.square().sum().backward()
+            grads.append((y.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        (y_fast, g_fast), (y_full, g_full) = grads
+        torch.testing.assert_close(y_fast, y_full, rtol=1e-5, atol=1e-6)
+        assert g_fast.keys() == g_full.keys()
+        for name in g_full:
+            torch.testing.assert_close(g_fast[name], g_full[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    def test_runs(self) -> None:
+        """Consecutive encoders form one run; every other block is a run of its own."""
+        model = build("P4+CLS1-POS,ENCx3,DWC3,ENC,MLP,ENCx2-TOKS+LIN", dim=16, heads=2, img_size=16)
+        assert model._runs == [(0, 1), (1, 4), (4, 5), (5, 6), (6, 7), (7, 9)]
+
+    def test_final_encoder_computes_class_tokens_only(self) -> None:
+        """With TOKS the last encoder's work shrinks to the class tokens' queries and MLP; with GAP it cannot."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def flops(fn, x: torch.Tensor) -> int:
+            with FlopCounterMode(display=False) as counter:
+                fn(x)
+            return counter.get_total_flops()
+
+        x = torch.randn(1, 3, 32, 32)
+        for head, shrinks in (("TOKS+LIN", True), ("GAP+LIN", False)):
+            model = build(f"P4+CLS1-ENCx2-{head}", dim=32, heads=2, img_size=32).eval()
+            fast, full = flops(model, x), flops(lambda v: model.forward_head(model.forward_features(v)), x)
+            assert (fast < 0.75 * full) if shrinks else (fast == full)
+
+
 class TestCompileExport:
     """The network traces as one graph."""
 
-    SPEC = "P4+POS+CLS1+REG1-DWC3(act=kelu)+MLP(glu=1),ENC(qkn=1,ls=0.1)-TOKS+LIN"
+    SPEC = "P4+POS+CLS1+REG1-DWC3(act=kelu)+MLP(glu=1),ENC(qkn=1,ls=0.1),ENC-TOKS+LIN"
 
     def test_compile_fullgraph(self) -> None:
         """torch.compile(fullgraph=True) has no graph break: inductor in eval matches eager; training mode

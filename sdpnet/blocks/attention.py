@@ -32,13 +32,21 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C); with ``num_queries`` only the first ``num_queries`` tokens attend (and are returned)."""
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
+        if num_queries is None:
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
+        else:
+            bias = self.qkv.bias
+            q = F.linear(x[:, :num_queries], self.qkv.weight[:C], None if bias is None else bias[:C])
+            q = q.reshape(B, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
+            kv = F.linear(x, self.qkv.weight[C:], None if bias is None else bias[C:])
+            k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return self.proj(x.transpose(1, 2).reshape(B, q.shape[2], C))
 
 
 class Mlp(nn.Module):
@@ -85,6 +93,7 @@ class EncoderBlock(nn.Module):
     """
 
     uses_tokens = True
+    sequence_form = True  # forward(s) on [tokens, image] (B, N, C) too
 
     def __init__(self, in_dim: int, num_heads: int | None = None, mlp_ratio: float = 4.0, act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
@@ -102,11 +111,33 @@ class EncoderBlock(nn.Module):
         self.ls2 = make_layer_scale(dim, layer_scale)
         self.drop_path2 = make_drop_path(drop_path)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, C, H, W = x.shape
-        T = t.shape[1]
-        s = torch.cat([t, x.flatten(2).transpose(1, 2)], dim=1)  # (B, T + HW, C)
-        s = s + self.drop_path1(self.ls1(self.attn(self.norm1(s))))
-        s = s + self.drop_path2(self.ls2(self.mlp(self.norm2(s))))
-        t, x = s.split([T, H * W], dim=1)
-        return x.transpose(1, 2).reshape(B, C, H, W), t
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                num_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        """Image (B, C, H, W) and tokens (B, T, C) -> both, updated.
+
+        With ``t=None``, ``x`` is the sequence form ``[tokens, image]`` (B, N, C) and so is the result: the
+        builder keeps runs of encoder blocks in this form. ``num_queries`` (sequence form only) updates and
+        returns just the first ``num_queries`` tokens, (B, num_queries, C): they attend over all N and nothing
+        is computed for the rest (a final block whose image output is never read).
+        """
+        if t is None:
+            return self._sequence(x, num_queries)
+        return split_tokens(self._sequence(join_tokens(x, t)), t.shape[1], x.shape[-2:])
+
+    def _sequence(self, s: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
+        q = s if num_queries is None else s[:, :num_queries]
+        q = q + self.drop_path1(self.ls1(self.attn(self.norm1(s), num_queries)))
+        return q + self.drop_path2(self.ls2(self.mlp(self.norm2(q))))
+
+
+def join_tokens(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Image (B, C, H, W) and tokens (B, T, C) -> the sequence ``[tokens, image]`` (B, T + HW, C)."""
+    return torch.cat([t, x.flatten(2).transpose(1, 2)], dim=1)
+
+
+def split_tokens(s: torch.Tensor, num_tokens: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequence ``[tokens, image]`` (B, T + HW, C) -> image (B, C, H, W) and tokens (B, T, C)."""
+    B, _, C = s.shape
+    H, W = grid
+    t, x = s.split([num_tokens, H * W], dim=1)
+    return x.transpose(1, 2).reshape(B, C, H, W), t

@@ -15,6 +15,7 @@ from sdpnet.registry import register_block
 
 class _Pool(nn.Module):
     uses_tokens = True
+    reads_image = True  # False: the output depends on the class tokens alone
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
@@ -42,6 +43,8 @@ class TokenPool(_Pool):
         in_dim: channels.
         num_cls: class tokens in the network (at least 1).
     """
+
+    reads_image = False
 
     def __init__(self, in_dim: int, num_cls: int = 0) -> None:
         super().__init__(in_dim)
