@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -38,24 +39,18 @@ def peer_net() -> nn.Module:
                          nn.Linear(128, 10))
 
 
-def run_peer(epochs: int, targets: list[float]) -> dict:
-    """Train the peer with its own recipe; per-epoch test accuracy and cumulative training time."""
-    torch.manual_seed(0)
-    tr, te = read_fashion_mnist(FMNIST, "train"), read_fashion_mnist(FMNIST, "val")
-    xtr = torch.tensor(tr.images).unsqueeze(1).float().div(255)
-    xte = torch.tensor(te.images).unsqueeze(1).float().div(255)
-    ytr, yte = torch.tensor(tr.labels), torch.tensor(te.labels)
-    m, s = xtr.mean(), xtr.std()
-    xtr, xte = (xtr - m) / s, (xte - m) / s
-    net, bs = peer_net(), 128
-    steps = len(xtr) // bs
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps, pct_start=0.2)
-    curve, train_time, t_start = [], 0.0, time.perf_counter()
-    for _ in range(epochs):
+def one_cycle(net: nn.Module, opt: torch.optim.Optimizer, xtr: torch.Tensor, ytr: torch.Tensor, epochs: float,
+              lr: float = 3e-3, bs: int = 128) -> Iterator[float]:
+    """Train with the peer's recipe (one-cycle over ``epochs``, 20% warm-up, flips, label smoothing 0.1);
+    yield the cumulative training seconds at the end of every epoch (and of a last partial one)."""
+    steps_per_epoch = len(xtr) // bs
+    total = int(epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.2)
+    train_time = 0.0
+    for start in range(0, total, steps_per_epoch):
         net.train()
         t0, perm = time.perf_counter(), torch.randperm(len(xtr))
-        for i in range(steps):
+        for i in range(min(steps_per_epoch, total - start)):
             idx = perm[i * bs:(i + 1) * bs]
             x, y = xtr[idx], ytr[idx]
             x = torch.where((torch.rand(bs) < 0.5)[:, None, None, None], x.flip(3), x)
@@ -65,11 +60,31 @@ def run_peer(epochs: int, targets: list[float]) -> dict:
             opt.step()
             sched.step()
         train_time += time.perf_counter() - t0
-        net.eval()
-        with torch.no_grad():
-            correct = sum((net(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum().item()
-                          for i in range(0, len(xte), 500))
-        curve.append((train_time, correct / len(xte)))
+        yield train_time
+
+
+def top1_accuracy(net: nn.Module, xte: torch.Tensor, yte: torch.Tensor) -> float:
+    """Top-1 accuracy of ``net`` on the test images, in eval mode."""
+    net.eval()
+    with torch.no_grad():
+        correct = sum((net(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum().item() for i in range(0, len(xte), 500))
+    return correct / len(xte)
+
+
+def run_peer(epochs: int, targets: list[float]) -> dict:
+    """Train the peer with its own recipe; per-epoch test accuracy and cumulative training time."""
+    torch.manual_seed(0)
+    tr, te = read_fashion_mnist(FMNIST, "train"), read_fashion_mnist(FMNIST, "val")
+    xtr = torch.tensor(tr.images).unsqueeze(1).float().div(255)
+    xte = torch.tensor(te.images).unsqueeze(1).float().div(255)
+    ytr, yte = torch.tensor(tr.labels), torch.tensor(te.labels)
+    m, s = xtr.mean(), xtr.std()
+    xtr, xte = (xtr - m) / s, (xte - m) / s
+    net = peer_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.05)
+    curve, t_start = [], time.perf_counter()
+    for train_time in one_cycle(net, opt, xtr, ytr, epochs):
+        curve.append((train_time, top1_accuracy(net, xte, yte)))
         print(f"peer epoch {len(curve)}: top1 {curve[-1][1]:.4f} train {train_time:.0f}s", flush=True)
     params = sum(p.numel() for p in net.parameters())
     return summarize("plain CNN peer", params, curve, targets, time.perf_counter() - t_start)
