@@ -50,8 +50,8 @@ for schema in (
     BlockSchema(
         "CT", ("stem",), "kernel_size", True,
         params=(_D, Param("s", "stride", int, None, None, doc="conv stride (default max(1, k//2 - 1), as CCT)"),
-                Param("bias", "bias", bool, None, False, doc="conv bias"), _act(None, "relu")),
-        doc="CCT conv tokenizer layer: k x k conv, activation, 3x3 max-pool stride 2 (intermediate width 64)",
+                Param("bias", "bias", bool, None, False, doc="conv bias"), _norm("none"), _act(None, "relu")),
+        doc="CCT conv tokenizer layer: k x k conv, (norm,) activation, 3x3 max-pool stride 2 (intermediate width 64)",
         example="CT3x2",
     ),
     BlockSchema(

@@ -204,6 +204,17 @@ class TestStemsAndHeads:
         assert m.conv.stride == (2, 2) and m.conv.padding == (3, 3) and m.stride == 4 and m.conv.bias is None
         assert m(torch.randn(1, DIM, 32, 32)).shape == (1, DIM, 8, 8)
 
+    def test_ct_norm(self) -> None:
+        """CT3(norm=bn) is conv -> BatchNorm -> ReLU -> 3x3 max-pool stride 2; the default (CCT) has no norm."""
+        assert isinstance(make_block(_layer("CT", "stem"), CONTEXT).norm, nn.Identity)
+        m = make_block(_layer("CT", "stem", norm="bn"), CONTEXT).eval()
+        x = torch.randn(2, DIM, 8, 8)
+        with torch.no_grad():
+            m.norm.running_mean.uniform_(-1, 1)
+            m.norm.weight.uniform_(0.5, 2)
+        torch.testing.assert_close(m(x), F.max_pool2d(F.relu(m.norm(m.conv(x))), 3, 2, 1))
+        assert m(x).shape == (2, DIM, 4, 4)
+
     def test_seqpool(self) -> None:
         """SEQPOOL is the softmax(attention_pool)-weighted mean of the normed image tokens."""
         m = SeqPool(DIM)

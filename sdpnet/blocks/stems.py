@@ -48,28 +48,32 @@ class PatchEmbed(nn.Module):
 class ConvTokenizer(nn.Module):
     """One CCT tokenizer layer: ``k x k`` conv (no bias), activation, 3x3 max-pool with stride 2.
 
+    ``CT3(norm=bn)`` puts a BatchNorm between the conv and the activation (a VGG-style stage; CCT has none).
+
     Args:
         in_dim: input channels.
         kernel_size: conv kernel ``k`` (padding ``max(1, k // 2)``).
         dim: output width (CCT: 64 for all but the last layer, which the resolver sets).
         stride: conv stride (default ``max(1, k // 2 - 1)``, as CCT).
         bias: conv bias.
+        norm: ``none`` (CCT), ``bn`` or ``ln``, after the conv.
         act: activation (``relu``).
     """
 
     def __init__(self, in_dim: int, kernel_size: int, dim: int | None = None, stride: int | None = None,
-                 bias: bool = False, act: str = "relu") -> None:
+                 bias: bool = False, norm: str = "none", act: str = "relu") -> None:
         super().__init__()
         self.out_dim = _need_dim("CT", dim)
         conv_stride = stride if stride is not None else max(1, kernel_size // 2 - 1)
         self.stride = conv_stride * 2
         self.conv = nn.Conv2d(in_dim, self.out_dim, kernel_size, stride=conv_stride,
                               padding=max(1, kernel_size // 2), bias=bias)
+        self.norm = get_norm2d(norm, self.out_dim)
         self.act = get_act(act)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.act(self.conv(x)))
+        return self.pool(self.act(self.norm(self.conv(x))))
 
 
 @register_block("CONV")
