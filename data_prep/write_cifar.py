@@ -19,7 +19,7 @@ from fastargs.validation import And, InRange, OneOf
 
 from sdpnet.config import Bool, config_to_dict, parse_config
 from sdpnet.data.sources import read_cifar
-from sdpnet.data.writer import check_target, run_cli, write_beton
+from sdpnet.data.writer import check_target, run_cli, write_raw_splits
 
 Section("cfg", "CIFAR -> train.beton, val.beton").params(
     data_dir=Param(str, "cifar-10-batches-py or cifar-100-python folder", required=True),
@@ -40,19 +40,9 @@ def main(data_dir: str, write_dir: str, label_type: str, num_workers: int, overw
     targets = {split: check_target(Path(write_dir) / f"{split}.beton", overwrite)
                for split in ("train", "val")}
     splits = {split: read_cifar(data_dir, split, label_type) for split in targets}  # validate both first
-    mean, std = splits["train"][0].channel_stats()
-    for split, (src, classes, kind) in splits.items():
-        sidecar = {
-            "num_classes": len(classes), "classes": classes,
-            "class_to_idx": {c: i for i, c in enumerate(classes)},
-            "mean": mean, "std": std, "stats_from": "all training pixels (0-255 scale)",
-            "source": {"kind": kind, "path": os.path.abspath(data_dir), "split": split},
-            "settings": {**config_to_dict()["cfg"], "write_mode": "raw", "resolution": 32},
-        }
-        meta = write_beton(src, targets[split], sidecar, write_mode="raw", num_workers=num_workers,
-                           strict=True, labels=src.labels, max_image_bytes=32 * 32 * 3)
-        print(f"wrote {meta['num_samples']} {split} images of {kind} to {targets[split]}")
-
+    _, classes, kind = splits["train"]
+    write_raw_splits({split: src for split, (src, _, _) in splits.items()}, targets, classes=classes, kind=kind,
+                     data_dir=data_dir, resolution=32, settings=config_to_dict()["cfg"], num_workers=num_workers)
 
 if __name__ == "__main__":
     parse_config(description=__doc__.split("\n")[0])

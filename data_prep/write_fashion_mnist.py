@@ -17,7 +17,7 @@ from fastargs.validation import And, InRange
 
 from sdpnet.config import Bool, config_to_dict, parse_config
 from sdpnet.data.sources import FASHION_MNIST_CLASSES, read_fashion_mnist
-from sdpnet.data.writer import check_target, run_cli, write_beton
+from sdpnet.data.writer import check_target, run_cli, write_raw_splits
 
 Section("cfg", "Fashion-MNIST -> train.beton, val.beton").params(
     data_dir=Param(str, "folder with the four IDX files", default="/usr/share/datasets/fashion-mnist"),
@@ -36,19 +36,8 @@ def main(data_dir: str, write_dir: str, num_workers: int, overwrite: bool) -> No
     targets = {split: check_target(Path(write_dir) / f"{split}.beton", overwrite)
                for split in ("train", "val")}
     splits = {split: read_fashion_mnist(data_dir, split) for split in targets}  # validate both first
-    mean, std = splits["train"].channel_stats()
-    for split, src in splits.items():
-        sidecar = {
-            "num_classes": len(FASHION_MNIST_CLASSES), "classes": FASHION_MNIST_CLASSES,
-            "class_to_idx": {c: i for i, c in enumerate(FASHION_MNIST_CLASSES)},
-            "mean": mean, "std": std, "stats_from": "all training pixels (0-255 scale)",
-            "source": {"kind": "fashion-mnist", "path": os.path.abspath(data_dir), "split": split},
-            "settings": {**config_to_dict()["cfg"], "write_mode": "raw", "resolution": 28},
-        }
-        meta = write_beton(src, targets[split], sidecar, write_mode="raw", num_workers=num_workers,
-                           strict=True, labels=src.labels, max_image_bytes=28 * 28 * 3)
-        print(f"wrote {meta['num_samples']} {split} images to {targets[split]}")
-
+    write_raw_splits(splits, targets, classes=FASHION_MNIST_CLASSES, kind="fashion-mnist", data_dir=data_dir,
+                     resolution=28, settings=config_to_dict()["cfg"], num_workers=num_workers)
 
 if __name__ == "__main__":
     parse_config(description=__doc__.split("\n")[0])

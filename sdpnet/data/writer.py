@@ -26,7 +26,7 @@ import numpy as np
 from .sidecar import sidecar_path
 from .sources import DataPrepError
 
-__all__ = ["write_beton", "check_target", "run_cli"]
+__all__ = ["write_beton", "write_raw_splits", "check_target", "run_cli"]
 
 
 class _Guarded:
@@ -152,6 +152,27 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     finally:
         for p in (tmp, tmp_json):
             p.unlink(missing_ok=True)
+
+
+def write_raw_splits(splits: dict[str, Any], targets: dict[str, Path], *, classes: list[str], kind: str,
+                     data_dir: str | Path, resolution: int, settings: dict[str, Any], num_workers: int) -> None:
+    """Write small in-memory datasets (``train``, ``val``; square ``resolution`` images) raw, one .beton each.
+
+    Each sidecar records the class names, the per-channel mean/std of the training pixels (0-255), the
+    source (``kind``, ``data_dir``, split) and the writer's ``settings``.
+    """
+    mean, std = splits["train"].channel_stats()
+    for split, src in splits.items():
+        sidecar = {
+            "num_classes": len(classes), "classes": classes,
+            "class_to_idx": {c: i for i, c in enumerate(classes)},
+            "mean": mean, "std": std, "stats_from": "all training pixels (0-255 scale)",
+            "source": {"kind": kind, "path": os.path.abspath(data_dir), "split": split},
+            "settings": {**settings, "write_mode": "raw", "resolution": resolution},
+        }
+        meta = write_beton(src, targets[split], sidecar, write_mode="raw", num_workers=num_workers, strict=True,
+                           labels=src.labels, max_image_bytes=resolution * resolution * 3)
+        print(f"wrote {meta['num_samples']} {split} images of {kind} to {targets[split]}")
 
 
 def run_cli(main: Callable[[], None]) -> None:
