@@ -44,6 +44,7 @@ def main(data_dir: str, write_dir: str, label_type: str, num_workers: int, overw
     write_raw_splits({split: src for split, (src, _, _) in splits.items()}, targets, classes=classes, kind=kind,
                      data_dir=data_dir, resolution=32, settings=config_to_dict()["cfg"], num_workers=num_workers)
 
+
 if __name__ == "__main__":
     parse_config(description=__doc__.split("\n")[0])
     run_cli(main)

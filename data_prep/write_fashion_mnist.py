@@ -39,6 +39,7 @@ def main(data_dir: str, write_dir: str, num_workers: int, overwrite: bool) -> No
     write_raw_splits(splits, targets, classes=FASHION_MNIST_CLASSES, kind="fashion-mnist", data_dir=data_dir,
                      resolution=28, settings=config_to_dict()["cfg"], num_workers=num_workers)
 
+
 if __name__ == "__main__":
     parse_config(description=__doc__.split("\n")[0])
     run_cli(main)
