@@ -1,14 +1,17 @@
 """Plan -> ``SpecNet``: the modules of a resolved spec, with timm's model API.
 
-The network carries the image tokens (B, C, H, W) and the class/register tokens (B, T, C) apart. Image blocks
-(``forward(x) -> x``) never see the tokens; token-aware blocks (class attribute ``uses_tokens = True``,
-``forward(x, t) -> (x, t)``) do: ``ENC`` attends over both, ``DOWN`` projects both. The forward loop branches only
-on class attributes, so ``torch.compile(model, fullgraph=True)`` traces it without graph breaks.
+The network carries the image tokens (B, C, H, W) and the class/register tokens (B, T, C) apart. Each layer is
+called by the kind its plan gives (:data:`sdpnet.registry.KINDS`): a ``layer`` sees the image only
+(``forward(x) -> x``), a ``tokens`` block both (``forward(x, t) -> (x, t)``), a ``sequence`` block the joined
+sequence ``[t; flatten(x)]`` (``forward(s) -> s``). Kinds are fixed when the model is built, so the forward loop
+has only static branches and ``torch.compile(model, fullgraph=True)`` traces it without graph breaks. Every
+shape fact (widths, grids, strides) comes from the plan; modules report none.
 
-Two execution details make the forward cheaper without changing its result: a run of two or more consecutive
-sequence-form blocks (``ENC``) joins the tokens and the image into one sequence once, not per block; and when
-the pool reads only the class tokens (``TOKS``) and the body ends with such a block, ``forward`` computes that
-last block for the class tokens alone (``forward_features`` still returns its full output).
+Two execution details make the forward cheaper without changing its result: a run of consecutive sequence
+blocks joins the tokens and the image into one sequence once, not per block; and when the pool does not read
+the image (its schema's ``reads_image``) and the body ends with a sequence block that takes ``num_queries``,
+``forward`` computes that last block for the class tokens alone (``forward_features`` still returns its full
+output).
 """
 from __future__ import annotations
 
@@ -20,23 +23,34 @@ import torch
 from torch import nn
 
 import sdpnet.blocks  # noqa: F401  (binds the built-in block names to their modules)
-from sdpnet.blocks.attention import join_tokens, split_tokens
-from sdpnet.registry import get_block
+from sdpnet.registry import check_factory, get_block, get_schema
 from sdpnet.spec.plan import LayerPlan, Plan
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Context keys a block receives when its constructor names them (``in_dim`` always).
-CONTEXT_KEYS = ("num_classes", "grid", "num_tokens", "num_cls")
 
+def make_block(layer: LayerPlan) -> nn.Module:
+    """The module of ``layer``: its factory called with the plan's keywords and ``in_dim``.
 
-def make_block(layer: LayerPlan, context: dict[str, Any]) -> nn.Module:
-    """The module of ``layer``: its factory called with its kwargs, ``in_dim`` and the context keys it names."""
+    A factory whose signature does not fit its schema is a ``ValueError`` naming the block.
+    """
     factory: Callable[..., nn.Module] = get_block(layer.name, layer.role)
-    accepted = inspect.signature(factory).parameters
-    extra = {k: v for k, v in context.items() if k in accepted}
-    return factory(**layer.kwargs, in_dim=layer.in_dim, **extra)
+    check_factory(get_schema(layer.name), layer.role, factory)
+    return factory(**layer.kwargs, in_dim=layer.in_dim)
+
+
+def join_tokens(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Image (B, C, H, W) and tokens (B, T, C) -> the sequence ``[tokens, image]`` (B, T + HW, C)."""
+    return torch.cat([t, x.flatten(2).transpose(1, 2)], dim=1)
+
+
+def split_tokens(s: torch.Tensor, num_tokens: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequence ``[tokens, image]`` (B, T + HW, C) -> image (B, C, H, W) and tokens (B, T, C)."""
+    B, _, C = s.shape
+    H, W = grid
+    t, x = s.split([num_tokens, H * W], dim=1)
+    return x.transpose(1, 2).reshape(B, C, H, W), t
 
 
 class SpecNet(nn.Module):
@@ -62,26 +76,16 @@ class SpecNet(nn.Module):
         self.embed_dim = plan.dim
         self.num_classes = plan.num_classes
 
-        context: dict[str, Any] = {"num_classes": plan.num_classes, "num_tokens": plan.num_cls + plan.num_reg,
-                                   "num_cls": plan.num_cls}
         stem: list[nn.Module] = []
         body: list[nn.Module] = []
         head: list[nn.Module] = []
-        stride = 1
         for layer in plan.layers:
-            context["grid"] = (plan.img_size // stride, plan.img_size // stride)
-            module = make_block(layer, context)
-            if layer.role != "head" and module.out_dim != layer.out_dim:
-                raise ValueError(f"block {layer.name} at column {layer.col}: the plan expects width "
-                                 f"{layer.out_dim}, the module gives {module.out_dim}; give the block's schema a "
-                                 f"`d` keyword (target `dim`) if it changes the width")
-            stride *= getattr(module, "stride", 1)
-            {"stem": stem, "body": body, "head": head}[layer.role].append(module)
-        bad = [type(m).__name__ for m in stem if getattr(m, "uses_tokens", False)]
-        if bad:
-            raise ValueError(f"stem blocks cannot use tokens (tokens are created after the stem): {', '.join(bad)}")
-        if len(head) < 2 or not hasattr(head[-1], "reset_classifier"):
-            raise ValueError("the plan's head must be a pooling block then a classifier (with reset_classifier)")
+            {"stem": stem, "body": body, "head": head}[layer.role].append(make_block(layer))
+        body_layers = [layer for layer in plan.layers if layer.role == "body"]
+        pool_layer, classifier = (layer for layer in plan.layers if layer.role == "head")
+        if not hasattr(head[-1], "reset_classifier"):
+            raise ValueError(f"classifier {classifier.name}: its module {type(head[-1]).__name__} needs a "
+                             f"reset_classifier(num_classes) method and its final layer named fc")
 
         self.stem = nn.Sequential(*stem)
         if self.num_cls:
@@ -93,13 +97,16 @@ class SpecNet(nn.Module):
         else:
             self.register_parameter("reg_token", None)
         self.body = nn.ModuleList(body)
-        self._runs = sequence_runs(body)
+        self._kinds = tuple(layer.kind for layer in body_layers)
+        self._runs = sequence_runs(self._kinds)
         self.pool = head[0]
         # the pool reads only the class tokens: forward computes the last block for them alone
-        self._class_tokens_only = not self.pool.reads_image and bool(body) and getattr(body[-1], "sequence_form", False)
+        self._class_tokens_only = (not get_schema(pool_layer.name).reads_image and bool(body)
+                                   and self._kinds[-1] == "sequence"
+                                   and "num_queries" in inspect.signature(body[-1].forward).parameters)
         self.head = nn.Sequential(*head[1:])
-        self.stride = stride
-        self.num_features = self.pool.out_dim
+        self.stride = plan.stride
+        self.num_features = plan.num_features
         self.init_weights()
         self.pretrained_cfg = self.default_cfg = self._cfg()  # timm's current and older names
 
@@ -153,11 +160,14 @@ class SpecNet(nn.Module):
         x = self.stem(x)
         t = self._tokens(x)
         for start, stop in self._runs:
-            last = class_tokens_only and stop == len(self.body)
-            if stop - start == 1 and not last:
-                block = self.body[start]
-                x, t = block(x, t) if getattr(block, "uses_tokens", False) else (block(x), t)
+            kind = self._kinds[start]
+            if kind == "layer":
+                x = self.body[start](x)
                 continue
+            if kind == "tokens":
+                x, t = self.body[start](x, t)
+                continue
+            last = class_tokens_only and stop == len(self.body)
             s = join_tokens(x, t)
             for block in self.body[start:stop - 1]:
                 s = block(s)
@@ -188,11 +198,12 @@ class SpecNet(nn.Module):
         self.pretrained_cfg = self.default_cfg = self._cfg()
 
 
-def sequence_runs(body: list[nn.Module]) -> list[tuple[int, int]]:
-    """``body`` split into runs ``(start, stop)``: maximal runs of sequence-form blocks, other blocks alone."""
+def sequence_runs(kinds: tuple[str, ...]) -> list[tuple[int, int]]:
+    """The body (its layers' kinds) split into runs ``(start, stop)``: maximal runs of ``sequence`` blocks,
+    other blocks alone."""
     runs: list[tuple[int, int]] = []
-    for i, block in enumerate(body):
-        if getattr(block, "sequence_form", False) and runs and getattr(body[runs[-1][0]], "sequence_form", False):
+    for i, kind in enumerate(kinds):
+        if kind == "sequence" and runs and kinds[runs[-1][0]] == "sequence":
             runs[-1] = (runs[-1][0], i + 1)
         else:
             runs.append((i, i + 1))
@@ -219,7 +230,7 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["CONTEXT_KEYS", "SpecNet", "build", "count_params", "make_block"]
+__all__ = ["SpecNet", "build", "count_params", "join_tokens", "make_block", "split_tokens"]
 
 if "timm" in sys.modules:  # timm is in use: register the preset specs with it (never import timm here: ~2 s)
     import sdpnet.timm_models  # noqa: E402,F401

@@ -74,14 +74,15 @@ class Mlp(nn.Module):
 
 @register_block("ENC")
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block over ``[tokens, image]`` (timm ``vision_transformer.Block`` semantics).
+    """Pre-norm transformer block over the sequence ``[tokens, image]`` (timm ``vision_transformer.Block``).
 
-    The image (B, C, H, W) is flattened to (B, HW, C) after the tokens (B, T, C); the block returns both,
-    the image reshaped back. Class and register tokens reach the image only here.
+    A ``sequence`` block: the network hands it (B, T + HW, C), the class/register tokens then the flattened
+    image (``sdpnet.builder.join_tokens``), and keeps runs of such blocks in that form. Class and register tokens reach
+    the image only here.
 
     Args:
         in_dim: width.
-        num_heads: heads (default ``max(1, in_dim // 64)``).
+        num_heads: heads (must divide ``in_dim``).
         mlp_ratio: FFN hidden width / width.
         act: FFN activation.
         qkv_bias: bias of the qkv projection.
@@ -92,18 +93,13 @@ class EncoderBlock(nn.Module):
         drop_path: stochastic depth rate of both branches.
     """
 
-    uses_tokens = True
-    sequence_form = True  # forward(s) on [tokens, image] (B, N, C) too
-
-    def __init__(self, in_dim: int, num_heads: int | None = None, mlp_ratio: float = 4.0, act: str = "gelu",
+    def __init__(self, in_dim: int, num_heads: int, mlp_ratio: float = 4.0, act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
                  drop: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         dim = in_dim
-        self.out_dim = dim
-        self.stride = 1
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, num_heads or max(1, dim // 64), qkv_bias=qkv_bias, qk_norm=qk_norm)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm)
         self.ls1 = make_layer_scale(dim, layer_scale)
         self.drop_path1 = make_drop_path(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
@@ -111,33 +107,10 @@ class EncoderBlock(nn.Module):
         self.ls2 = make_layer_scale(dim, layer_scale)
         self.drop_path2 = make_drop_path(drop_path)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
-                num_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        """Image (B, C, H, W) and tokens (B, T, C) -> both, updated.
-
-        With ``t=None``, ``x`` is the sequence form ``[tokens, image]`` (B, N, C) and so is the result: the
-        builder keeps runs of encoder blocks in this form. ``num_queries`` (sequence form only) updates and
-        returns just the first ``num_queries`` tokens, (B, num_queries, C): they attend over all N and nothing
-        is computed for the rest (a final block whose image output is never read).
-        """
-        if t is None:
-            return self._sequence(x, num_queries)
-        return split_tokens(self._sequence(join_tokens(x, t)), t.shape[1], x.shape[-2:])
-
-    def _sequence(self, s: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
+        """The sequence (B, N, C) -> (B, N, C). ``num_queries`` updates and returns just the first
+        ``num_queries`` tokens, (B, num_queries, C): they attend over all N and nothing is computed for the
+        rest (a final block whose image output is never read)."""
         q = s if num_queries is None else s[:, :num_queries]
         q = q + self.drop_path1(self.ls1(self.attn(self.norm1(s), num_queries)))
         return q + self.drop_path2(self.ls2(self.mlp(self.norm2(q))))
-
-
-def join_tokens(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Image (B, C, H, W) and tokens (B, T, C) -> the sequence ``[tokens, image]`` (B, T + HW, C)."""
-    return torch.cat([t, x.flatten(2).transpose(1, 2)], dim=1)
-
-
-def split_tokens(s: torch.Tensor, num_tokens: int, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sequence ``[tokens, image]`` (B, T + HW, C) -> image (B, C, H, W) and tokens (B, T, C)."""
-    B, _, C = s.shape
-    H, W = grid
-    t, x = s.split([num_tokens, H * W], dim=1)
-    return x.transpose(1, 2).reshape(B, C, H, W), t

@@ -27,8 +27,6 @@ class DepthwiseMixer(nn.Module):
     def __init__(self, in_dim: int, kernel_size: int = 7, norm: str = "bn", act: str = "gelu", bias: bool = True,
                  layer_scale: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.out_dim = in_dim
-        self.stride = 1
         self.norm = get_norm2d(norm, in_dim)
         self.conv_dw = nn.Conv2d(in_dim, in_dim, kernel_size, padding=kernel_size // 2, groups=in_dim, bias=bias)
         self.conv_pw = nn.Conv2d(in_dim, in_dim, 1, bias=bias)
@@ -58,8 +56,6 @@ class ConvMixerLayer(nn.Module):
     def __init__(self, in_dim: int, kernel_size: int, act: str = "gelu", bias: bool = True,
                  drop_path: float = 0.0) -> None:
         super().__init__()
-        self.out_dim = in_dim
-        self.stride = 1
         self.conv_dw = nn.Conv2d(in_dim, in_dim, kernel_size, padding="same", groups=in_dim, bias=bias)
         self.act1 = get_act(act)
         self.norm1 = nn.BatchNorm2d(in_dim)
@@ -74,14 +70,14 @@ class ConvMixerLayer(nn.Module):
 
 
 class _EmptyTokens(nn.Module):
-    """Maps (B, 0, C) to (B, 0, out_dim): the token path of ``DOWN`` when a network has no tokens."""
+    """Maps (B, 0, C) to (B, 0, width): the token path of ``DOWN`` when a network has no tokens."""
 
-    def __init__(self, out_dim: int) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.out_dim = out_dim
+        self.width = width
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t.new_zeros(t.shape[0], 0, self.out_dim)
+        return t.new_zeros(t.shape[0], 0, self.width)
 
 
 @register_block("DOWN")
@@ -94,21 +90,16 @@ class Downsample(nn.Module):
     Args:
         in_dim: input channels.
         factor: kernel and stride ``n``.
-        dim: output width (default ``2 * in_dim``).
+        dim: output width.
         norm: ``bn``, ``ln`` or ``none``, before the conv.
         num_tokens: class + register tokens in the network.
     """
 
-    uses_tokens = True
-
-    def __init__(self, in_dim: int, factor: int, dim: int | None = None, norm: str = "bn",
-                 num_tokens: int = 0) -> None:
+    def __init__(self, in_dim: int, factor: int, dim: int, norm: str = "bn", num_tokens: int = 0) -> None:
         super().__init__()
-        self.out_dim = dim if dim is not None else 2 * in_dim
-        self.stride = factor
         self.norm = get_norm2d(norm, in_dim)
-        self.conv = nn.Conv2d(in_dim, self.out_dim, factor, stride=factor)
-        self.token_proj = nn.Linear(in_dim, self.out_dim) if num_tokens > 0 else _EmptyTokens(self.out_dim)
+        self.conv = nn.Conv2d(in_dim, dim, factor, stride=factor)
+        self.token_proj = nn.Linear(in_dim, dim) if num_tokens > 0 else _EmptyTokens(dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.conv(self.norm(x)), self.token_proj(t)

@@ -24,8 +24,9 @@ class PosEmbed(nn.Module):
     """Add a learnable (1, C, gh, gw) table to the image tokens (truncated normal, std 0.02).
 
     With ``cls=True`` each class token gets a learnable position too (``cls_pos``, (1, num_cls, C)), as ViT's
-    ``pos_embed`` has ``1 + gh * gw`` rows: the block then uses the tokens, so it must stand in the body
-    (``P16+CLS-POS(cls=true)+ENCx12-...``), where the tokens exist. Register tokens get no position.
+    ``pos_embed`` has ``1 + gh * gw`` rows: the block is then token-aware (its schema makes it a ``tokens``
+    block, called ``forward(x, t)``), so it stands in the body (``P16+CLS-POS(cls=true)+ENCx12-...``), where
+    the tokens exist. Register tokens get no position.
 
     Args:
         in_dim: channels.
@@ -38,16 +39,10 @@ class PosEmbed(nn.Module):
 
     def __init__(self, in_dim: int, grid: tuple[int, int], cls: bool = False, num_cls: int = 0) -> None:
         super().__init__()
-        self.out_dim = in_dim
-        self.stride = 1
         self.pos_embed = nn.Parameter(torch.zeros(1, in_dim, *grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.num_cls = num_cls
         if cls:
-            if num_cls < 1:
-                raise ValueError("POS(cls=true) gives the class tokens positions but the spec declares none; "
-                                 "add CLSn or drop cls=true")
-            self.uses_tokens = True  # the builder then calls forward(x, t)
-            self.num_cls = num_cls
             self.cls_pos = nn.Parameter(torch.zeros(1, num_cls, in_dim))
             nn.init.trunc_normal_(self.cls_pos, std=0.02)
             self.no_weight_decay_params = ("pos_embed", "cls_pos")
@@ -78,8 +73,6 @@ class NeighbourEmbed(nn.Module):
 
     def __init__(self, in_dim: int, grid: tuple[int, int], kernel_size: int = 3) -> None:
         super().__init__()
-        self.out_dim = in_dim
-        self.stride = 1
         self.kernel_size = kernel_size
         gh, gw = grid
         self.table = nn.Parameter(torch.zeros(1, in_dim, gh + kernel_size - 1, gw + kernel_size - 1))

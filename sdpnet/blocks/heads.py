@@ -14,13 +14,8 @@ from sdpnet.registry import register_block
 
 
 class _Pool(nn.Module):
-    uses_tokens = True
-    reads_image = True  # False: the output depends on the class tokens alone
-
     def __init__(self, in_dim: int) -> None:
         super().__init__()
-        self.out_dim = in_dim
-        self.stride = 1
 
 
 @register_block("GAP")
@@ -41,15 +36,7 @@ class TokenPool(_Pool):
 
     Args:
         in_dim: channels.
-        num_cls: class tokens in the network (at least 1).
     """
-
-    reads_image = False
-
-    def __init__(self, in_dim: int, num_cls: int = 0) -> None:
-        super().__init__(in_dim)
-        if num_cls < 1:
-            raise ValueError("TOKS pools the class tokens but the spec declares none; add CLSn or use GAP")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return t.mean(1)
@@ -79,8 +66,6 @@ class SeqPool(_Pool):
 
 class _Classifier(nn.Module):
     """Ends in ``fc``: Linear(fc_in, num_classes), or Identity when ``num_classes`` is 0."""
-
-    stride = 1
 
     def _set_fc(self, fc_in: int, num_classes: int, bias: bool = True) -> None:
         self.fc_in, self.fc_bias = fc_in, bias

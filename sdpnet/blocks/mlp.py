@@ -32,8 +32,6 @@ class ConvMlp(nn.Module):
                  layer_scale: float = 0.0, gated: bool = False, drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = int(in_dim * mlp_ratio)
-        self.out_dim = in_dim
-        self.stride = 1
         self.norm = get_norm2d(norm, in_dim)
         self.fc1 = nn.Conv2d(in_dim, 2 * hidden if gated else hidden, 1, bias=bias)
         self.act = GatedAct(get_act(act), dim=1) if gated else get_act(act)

@@ -9,12 +9,6 @@ from sdpnet.blocks.norm import get_norm2d
 from sdpnet.registry import register_block
 
 
-def _need_dim(block: str, dim: int | None) -> int:
-    if dim is None:
-        raise ValueError(f"{block}: the output width is not set; give d= or the spec's `dim`")
-    return dim
-
-
 @register_block("P")
 class PatchEmbed(nn.Module):
     """Patchify: ``patch x patch`` conv with stride ``patch``, then activation, then norm.
@@ -31,14 +25,12 @@ class PatchEmbed(nn.Module):
         act: activation after the conv (``none`` by default).
     """
 
-    def __init__(self, in_dim: int, patch_size: int, dim: int | None = None, bias: bool = True,
+    def __init__(self, in_dim: int, patch_size: int, dim: int, bias: bool = True,
                  norm: str = "none", act: str = "none") -> None:
         super().__init__()
-        self.out_dim = _need_dim("P", dim)
-        self.stride = patch_size
-        self.proj = nn.Conv2d(in_dim, self.out_dim, patch_size, stride=patch_size, bias=bias)
+        self.proj = nn.Conv2d(in_dim, dim, patch_size, stride=patch_size, bias=bias)
         self.act = get_act(act)
-        self.norm = get_norm2d(norm, self.out_dim)
+        self.norm = get_norm2d(norm, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.proj(x)))
@@ -60,15 +52,11 @@ class ConvTokenizer(nn.Module):
         act: activation (``relu``).
     """
 
-    def __init__(self, in_dim: int, kernel_size: int, dim: int | None = None, stride: int | None = None,
+    def __init__(self, in_dim: int, kernel_size: int, dim: int, stride: int,
                  bias: bool = False, norm: str = "none", act: str = "relu") -> None:
         super().__init__()
-        self.out_dim = _need_dim("CT", dim)
-        conv_stride = stride if stride is not None else max(1, kernel_size // 2 - 1)
-        self.stride = conv_stride * 2
-        self.conv = nn.Conv2d(in_dim, self.out_dim, kernel_size, stride=conv_stride,
-                              padding=max(1, kernel_size // 2), bias=bias)
-        self.norm = get_norm2d(norm, self.out_dim)
+        self.conv = nn.Conv2d(in_dim, dim, kernel_size, stride=stride, padding=max(1, kernel_size // 2), bias=bias)
+        self.norm = get_norm2d(norm, dim)
         self.act = get_act(act)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
 
@@ -83,23 +71,18 @@ class ConvNormAct(nn.Module):
     Args:
         in_dim: input channels.
         kernel_size: conv kernel.
-        dim: output width (default: ``in_dim``).
+        dim: output width.
         stride: conv stride.
         bias: conv bias.
         norm: ``bn``, ``ln`` or ``none``.
         act: activation.
     """
 
-    def __init__(self, in_dim: int, kernel_size: int, dim: int | None = None, stride: int = 1,
+    def __init__(self, in_dim: int, kernel_size: int, dim: int, stride: int = 1,
                  bias: bool = False, norm: str = "bn", act: str = "gelu") -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"CONV{kernel_size}: the kernel must be odd (as CONV3) so the grid is divided by the "
-                             f"stride exactly")
-        self.out_dim = dim if dim is not None else in_dim
-        self.stride = stride
-        self.conv = nn.Conv2d(in_dim, self.out_dim, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
-        self.norm = get_norm2d(norm, self.out_dim)
+        self.conv = nn.Conv2d(in_dim, dim, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias)
+        self.norm = get_norm2d(norm, dim)
         self.act = get_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,10 @@ import math
 from typing import Any, Callable, Iterator, Protocol
 
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in blocks)
-from sdpnet.registry import BlockSchema, Param, get_schema, list_blocks
-from sdpnet.spec.errors import SpecError, suggest
+from sdpnet.registry import BlockSchema, Param, blocks_where, get_schema, list_blocks
+from sdpnet.spec.errors import SpecError
+from sdpnet.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.tree import Block, Spec, Stage, Unit, Value
-from sdpnet.vocabulary import CLASSIFIER_BLOCKS, DECLARATION_BLOCKS, POOL_BLOCKS, TOKENIZER_BLOCKS
 
 MAX_BLOCKS = 10_000  # total blocks after unrolling repeats
 MAX_INT = 1_000_000  # largest repeat count, main argument or integer keyword
@@ -52,6 +52,9 @@ def check_arg(schema: BlockSchema, arg: int | None) -> tuple[str, str] | None:
         return (f"{schema.name} takes no integer argument, got {schema.name}{arg}",
                 f"write {schema.name} alone" + (f", as in {schema.example}" if schema.example else ""))
     why = check_int(arg, f"{schema.name}'s {schema.arg}")
+    if why is None and schema.arg_range is not None and schema.arg_range.why(arg):
+        why = f"{schema.name}'s {schema.arg} {schema.arg_range.why(arg)}, got {arg}"
+        return why, f"{schema.arg} is in {schema.arg_range}" + (f", as in {schema.example}" if schema.example else "")
     return (why, f"as in {schema.example}" if schema.example else None) if why else None
 
 
@@ -68,16 +71,22 @@ def keyword_hint(schema: BlockSchema, key: str, role: str | None = None) -> str:
 
 
 def coerce(param: Param, value: Any) -> Value:
-    """``value`` as the keyword's type; raises ``ValueError`` saying what would be valid."""
+    """``value`` as the keyword's type, within its range; raises ``ValueError`` saying what would be valid."""
+    value = _coerce(param, value)
+    if param.range is not None:
+        why = param.range.why(value)
+        if why:
+            raise ValueError(f"{param.key}={value:g} {why} ({param.key} is in {param.range})")
+    return value
+
+
+def _coerce(param: Param, value: Any) -> Value:
     kind = param.type
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ValueError(f"{param.key} takes a bool (0, 1, true or false), got {value!r}")
+        try:
+            return parse_bool(value)
+        except ValueError:
+            raise ValueError(f"{param.key} takes a bool ({BOOL_WORDS}), got {value!r}") from None
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             why = check_int(value, param.key)
@@ -123,10 +132,19 @@ def _count_unit(unit: Unit) -> int:
 
 def is_head(stage: Stage) -> bool:
     """Whether a last stage is the head: only head blocks, at least one that is not a declaration."""
-    names = {b.name for b in walk(stage)}
-    schemas = [get_schema(n) for n in names]
+    schemas = [get_schema(n) for n in {b.name for b in walk(stage)}]
     return (all(s is not None and "head" in s.roles for s in schemas)
-            and any(n not in DECLARATION_BLOCKS for n in names))
+            and any(s.kind_in("head") != "declaration" for s in schemas))
+
+
+def is_declaration(block: Block) -> bool:
+    """Whether ``block`` declares tokens rather than being a layer."""
+    return get_schema(block.name).declares is not None
+
+
+def tokenizer_names() -> str:
+    """The blocks that may open the stem, for messages (``CONV, CT, P``)."""
+    return ", ".join(blocks_where(lambda s: s.tokenizer))
 
 
 def stage_roles(spec: Spec) -> list[str]:
@@ -144,8 +162,8 @@ def _stage_blocks(stage: Stage) -> Iterator[Block]:
 
 def check_roles(spec: Spec, loc: Locator) -> None:
     """Stem, body and head rules (docs/spec.md, "Where blocks may stand")."""
-    if not any(b.name in TOKENIZER_BLOCKS for b in walk(spec.stages[0])):
-        raise loc.error("a spec with no stem: the first stage has no tokenizer (P, CT or CONV)",
+    if not any(get_schema(b.name).tokenizer for b in walk(spec.stages[0])):
+        raise loc.error(f"a spec with no stem: the first stage has no tokenizer ({tokenizer_names()})",
                         next(walk(spec.stages[0])), hint="start the spec with a stem, as in P16-... or CT3x2-...")
     roles = stage_roles(spec)
     head_names = ", ".join(n for n in list_blocks() if "head" in get_schema(n).roles)
@@ -158,10 +176,10 @@ def check_roles(spec: Spec, loc: Locator) -> None:
                 if key not in valid_keys(schema, role):
                     raise loc.error(f"{b.name} in the {role} has no keyword {key!r}", b, key,
                                     keyword_hint(schema, key, role))
-    stem = [b for b in _stage_blocks(spec.stages[0]) if b.name not in DECLARATION_BLOCKS]
-    if stem[0].name not in TOKENIZER_BLOCKS:
+    stem = [b for b in _stage_blocks(spec.stages[0]) if not is_declaration(b)]
+    if not get_schema(stem[0].name).tokenizer:
         raise loc.error(f"{stem[0].name} comes before the stem's tokenizer", stem[0],
-                        hint="the stem starts with P, CT or CONV, as in P16+POS")
+                        hint=f"the stem starts with a tokenizer ({tokenizer_names()}), as in P16+POS")
     if roles[-1] == "head":
         _check_head(spec, loc)
 
@@ -171,7 +189,8 @@ def _misplaced(b: Block, schema: BlockSchema, role: str, loc: Locator, head_name
         return loc.error(f"a stem block in the body: {b.name} can only stand in the first stage", b,
                          hint="move it before the first '-'")
     if schema.roles == ("head",):
-        what = "pooling" if b.name in POOL_BLOCKS else f"classifier {b.name}" if b.name in CLASSIFIER_BLOCKS else b.name
+        kind = schema.kind_in("head")
+        what = "pooling" if kind == "pool" else f"classifier {b.name}" if kind == "classifier" else b.name
         return loc.error(f"{what} outside the head: {b.name} can only stand in the head", b,
                          hint=f"the head is the last stage and holds only head blocks ({head_names}); "
                               f"start it with '-', as in ...-GAP+LIN")
@@ -181,27 +200,38 @@ def _misplaced(b: Block, schema: BlockSchema, role: str, loc: Locator, head_name
     return loc.error(f"{b.name} cannot stand in the {role}", b, hint=f"{b.name} stands in the {', '.join(schema.roles)}")
 
 
-def num_tokens(spec: Spec, name: str) -> int:
-    """Tokens declared by ``CLS`` (or ``REG``) blocks over the whole spec, repeats included."""
-    default = get_schema(name).arg_default or 1
-    return sum(default if b.arg is None else b.arg for _, b in spec.expand() if b.name == name)
+def num_tokens(spec: Spec, declares: str) -> int:
+    """Tokens of one sort (``cls`` or ``reg``) declared over the whole spec, repeats included."""
+    total = 0
+    for _, b in spec.expand():
+        schema = get_schema(b.name)
+        if schema.declares == declares:
+            total += (schema.arg_default or 1) if b.arg is None else b.arg
+    return total
+
+
+def missing_needs(needs: tuple[str, ...], num_cls: int, num_reg: int) -> str | None:
+    """The first of ``needs`` (registry NEEDS keys) the network lacks, as a phrase, or None."""
+    for need in needs:
+        if need == "cls" and num_cls == 0:
+            return "class tokens, but none are declared"
+        if need == "tokens" and num_cls + num_reg == 0:
+            return "class or register tokens, but none are declared"
+    return None
 
 
 def _check_head(spec: Spec, loc: Locator) -> None:
-    seq = [b for b in _stage_blocks(spec.stages[-1]) if b.name not in DECLARATION_BLOCKS]
-    pools = [b for b in seq if b.name in POOL_BLOCKS]
-    classifiers = [b for b in seq if b.name in CLASSIFIER_BLOCKS]
+    seq = [b for b in _stage_blocks(spec.stages[-1]) if not is_declaration(b)]
+    pools = [b for b in seq if get_schema(b.name).kind_in("head") == "pool"]
+    classifiers = [b for b in seq if get_schema(b.name).kind_in("head") == "classifier"]
     if len(pools) > 1:
         raise loc.error(f"two pooling blocks in the head ({pools[0].name} and {pools[1].name})", pools[1],
                         hint="the head pools once, then classifies, as in GAP+LIN")
     if len(classifiers) > 1:
         raise loc.error(f"two classifiers in the head ({classifiers[0].name} and {classifiers[1].name})",
-                        classifiers[1], hint="the head ends in one classifier, LIN or MLP")
+                        classifiers[1], hint="the head ends in one classifier: one of "
+                        + ", ".join(blocks_where(lambda s: "head" in s.roles and s.kind_in("head") == "classifier")))
     if classifiers and seq[-1] is not classifiers[0]:
         after = seq[seq.index(classifiers[0]) + 1]
         raise loc.error(f"{after.name} comes after the classifier {classifiers[0].name}", after,
                         hint="the classifier is the last block of the head, as in GAP+LIN")
-    toks = next((b for b in pools if b.name == "TOKS"), None)
-    if toks is not None and num_tokens(spec, "CLS") == 0:
-        raise loc.error("TOKS pools the class tokens, but no class tokens are declared", toks,
-                        hint="declare them (e.g. P16+CLS1-...) or pool the image tokens with GAP")

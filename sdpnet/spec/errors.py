@@ -1,8 +1,6 @@
 """``SpecError``: a bad spec, with where it is wrong and what would be right."""
 from __future__ import annotations
 
-import difflib
-from typing import Iterable
 
 # How much of a long spec to echo on each side of the caret.
 _WINDOW = 60
@@ -69,21 +67,3 @@ def _echo(text: str, col: int, span: int) -> list[str]:
     caret_at = len(prefix) + col - start
     span = max(1, min(span, max(1, end - col)))
     return ["  " + shown, "  " + " " * caret_at + "^" * span]
-
-
-def nearest(word: str, choices: Iterable[str]) -> str | None:
-    """The closest of ``choices`` to ``word`` (difflib), or None when nothing is close."""
-    choices = list(choices)
-    exact = [c for c in choices if c.lower() == word.lower()]
-    if exact:
-        return exact[0]
-    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-    return match[0] if match else None
-
-
-def suggest(word: str, choices: Iterable[str], what: str) -> str:
-    """A hint line: ``did you mean DWC? known blocks: CLS, CM, ...``."""
-    choices = sorted(choices)
-    near = nearest(word, choices)
-    known = f"{what}: {', '.join(choices)}" if choices else f"no {what}"
-    return f"did you mean {near}? {known}" if near else known

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from sdpnet import vocabulary as _vocabulary
 from sdpnet.registry import get_schema, list_blocks
-from sdpnet.spec.errors import SpecError, suggest
+from sdpnet.spec.errors import SpecError
+from sdpnet.text import parse_bool, suggest
 from sdpnet.spec.jsontree import from_json as _tree_from_json
 from sdpnet.spec.parser import parse
 from sdpnet.spec.tree import Spec
@@ -186,10 +187,6 @@ def _load_text_or_path(spec: str | os.PathLike) -> ModelSpec:
     return ModelSpec(parse(text))
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``"key=value"`` to ``(key, typed value)``, converted by the hyperparameter's declared type."""
     key, sep, raw = text.partition("=")
@@ -204,9 +201,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     kind = types[key][0]
     try:
         if kind is bool:
-            if raw.lower() not in _TRUE + _FALSE:
-                raise ValueError
-            value: Any = raw.lower() in _TRUE
+            value: Any = parse_bool(raw)
         elif kind is int:
             value = int(raw) if raw.lstrip("+-").isdigit() and len(raw) < 20 else _raise()
         elif kind is float:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from sdpnet.spec import check
-from sdpnet.spec.errors import SpecError, suggest
+from sdpnet.spec.errors import SpecError
+from sdpnet.text import suggest
 from sdpnet.spec.normalize import normalize
 from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
 

@@ -12,7 +12,8 @@ import re
 
 from sdpnet.registry import get_schema, list_blocks
 from sdpnet.spec import check
-from sdpnet.spec.errors import SpecError, suggest
+from sdpnet.spec.errors import SpecError
+from sdpnet.text import suggest
 from sdpnet.spec.normalize import normalize
 from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
 

@@ -1,0 +1,166 @@
+"""timm's own model tests as the acceptance test of sdpnet's timm API, and timm's ``train.py`` as a client.
+
+    .venv/bin/python tests/compat/run_timm_suite.py                    # timm's tests/test_models.py, sdpnet_* only
+    .venv/bin/python tests/compat/run_timm_suite.py -k "forward and not fx" --models "sdpnet_vit_*"
+    .venv/bin/python tests/compat/run_timm_suite.py --train --train-py /path/to/train.py
+
+1. ``pip download timm==<installed version> --no-binary :all: --no-deps`` into ``--work`` (kept, so a second run
+   does not download again) and extracts its ``tests/`` and ``pyproject.toml`` (timm's pytest markers).
+2. Runs ``tests/test_models.py`` byte for byte as shipped, through ``timm_suite_plugin.py`` (next to this
+   file), which restricts timm's model lists to the sdpnet models and deselects timm's tests of its own named
+   models; see that file for exactly what it decides. Prints passed / failed / skipped per test function and
+   the first line of each failure; exit status 1 when any test failed.
+3. With ``--train``: writes a small ImageFolder of real Fashion-MNIST images (PNG, from the Debian package's IDX
+   files) and runs timm's ``train.py`` for a few steps with ``--model-ema --layer-decay 0.75
+   --grad-checkpointing``. timm's sdists up to at least 1.0.31 do not ship ``train.py`` (only the
+   repository does); pass its path with ``--train-py`` when the sdist lacks it.
+
+Not part of ``make test``: CI never downloads timm's tests. Our own tests of each API item are in
+``tests/test_timm_api.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+def fetch_sdist(version: str, work: Path) -> Path:
+    """timm's source distribution for ``version``, downloaded with pip into ``work`` and extracted there."""
+    root = work / f"timm-{version}"
+    if (root / "tests" / "test_models.py").is_file():
+        return root
+    tarball = work / f"timm-{version}.tar.gz"
+    if not tarball.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", f"timm=={version}", "--no-binary", ":all:", "--no-deps",
+               "-q", "-d", str(work)]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    with tarfile.open(tarball) as tar:
+        wanted = [m for m in tar.getmembers()
+                  if m.name.startswith(f"timm-{version}/tests/") or m.name in (f"timm-{version}/pyproject.toml",
+                                                                               f"timm-{version}/train.py")]
+        tar.extractall(work, members=wanted, filter="data")
+    return root
+
+
+def run_suite(root: Path, models: str, extra: list[str]) -> int:
+    """Run timm's test_models.py over ``models``; print the counts; return the number of failures."""
+    report = root / "sdpnet-report.jsonl"
+    report.unlink(missing_ok=True)
+    test_file = root / "tests" / "test_models.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+           "SDPNET_TIMM_MODELS": models, "SDPNET_TIMM_REPORT": str(report), "SDPNET_TIMM_TEST_FILE": str(test_file),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    cmd = [sys.executable, "-m", "pytest", "-p", "timm_suite_plugin", "-q", "-p", "no:cacheprovider",
+           "-W", "ignore::pytest.PytestUnknownMarkWarning", str(test_file.relative_to(root)), *extra]
+    print("$", " ".join(cmd), f"  (in {root}, SDPNET_TIMM_MODELS={models})", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=root, env=env)
+    elapsed = time.perf_counter() - start
+    rows = [json.loads(line) for line in report.read_text().splitlines()] if report.is_file() else []
+    by_test: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        by_test[r["nodeid"].split("::")[-1].split("[")[0]][r["outcome"]] += 1
+    total = collections.Counter(r["outcome"] for r in rows)
+    print(f"\n{'test':48} {'passed':>6} {'failed':>6} {'skipped':>7}")
+    for name, c in sorted(by_test.items()):
+        print(f"{name:48} {c['passed']:6} {c['failed']:6} {c['skipped']:7}")
+    print(f"{'total':48} {total['passed']:6} {total['failed']:6} {total['skipped']:7}   ({elapsed:.0f} s)")
+    for r in rows:
+        if r["outcome"] != "passed":
+            print(f"  {r['outcome'].upper():7} {r['nodeid'].split('::')[-1]}: {r['reason']}")
+    return total["failed"]
+
+
+def write_fashion_mnist_folder(root: Path, train: int, val: int) -> Path:
+    """``root/{train,validation}/<class>/<i>.png``: the first ``train`` training and ``val`` test images."""
+    from PIL import Image
+
+    def idx(name: str) -> np.ndarray:
+        with gzip.open(FASHION_MNIST / name) as f:
+            data = f.read()
+        dims = data[3]
+        shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+        return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+    for split, prefix, n in (("train", "train", train), ("validation", "t10k", val)):
+        images, labels = idx(f"{prefix}-images-idx3-ubyte.gz")[:n], idx(f"{prefix}-labels-idx1-ubyte.gz")[:n]
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            Image.fromarray(image, "L").save(root / split / CLASSES[label] / f"{i:05d}.png")
+    return root
+
+
+def run_train(train_py: Path, work: Path, model: str, steps_epochs: int) -> int:
+    """timm's train.py on a 200-image Fashion-MNIST ImageFolder with EMA, layer decay, grad checkpointing."""
+    data = work / "fashion-mnist-folder"
+    if not (data / "validation").is_dir():
+        write_fashion_mnist_folder(data, train=200, val=100)
+    out = Path(tempfile.mkdtemp(prefix="timm-train-", dir=work))
+    cmd = [sys.executable, str(train_py), "--data-dir", str(data), "--model", model, "--num-classes", "10",
+           "--device", "cpu", "--workers", "0", "--batch-size", "32", "--epochs", str(steps_epochs),
+           "--opt", "adamw", "--lr", "1e-3", "--weight-decay", "0.05", "--warmup-epochs", "0", "--sched", "cosine",
+           "--model-ema", "--model-ema-decay", "0.9", "--layer-decay", "0.75", "--grad-checkpointing",
+           "--log-interval", "2", "--output", str(out), "--experiment", model]
+    print("$", " ".join(cmd), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    res = subprocess.run(cmd, cwd=train_py.parent, env=env)
+    summary = out / model / "summary.csv"
+    if summary.is_file():
+        print(f"\n{summary}:\n{summary.read_text()}")
+    return res.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; returns 0 when everything that ran passed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdpnet-timm-suite",
+                        help="folder for timm's sdist and the run's files (default: %(default)s)")
+    parser.add_argument("--models", default="sdpnet_*", help="fnmatch pattern of the models to test")
+    parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression over timm's tests")
+    parser.add_argument("--no-suite", action="store_true", help="skip timm's test_models.py")
+    parser.add_argument("--train", action="store_true", help="also run timm's train.py for a few steps")
+    parser.add_argument("--train-py", type=Path, default=None, help="timm's train.py (default: the sdist's)")
+    parser.add_argument("--train-model", default="sdpnet_fashion_mnist")
+    parser.add_argument("--train-epochs", type=int, default=2, help="epochs of 7 steps (200 images, batch 32)")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    version = importlib.metadata.version("timm")
+    args.work.mkdir(parents=True, exist_ok=True)
+    root = fetch_sdist(version, args.work)
+    if args.train:  # checked before the (long) suite, so a missing train.py fails at once
+        train_py = args.train_py or root / "train.py"
+        if not train_py.is_file():
+            print(f"error: timm {version}'s sdist has no train.py; pass --train-py PATH "
+                  f"(train.py of timm's repository at v{version})", file=sys.stderr)
+            return 2
+    failed = 0
+    if not args.no_suite:
+        extra = [*(["-k", args.keyword] if args.keyword else []), *args.pytest_args]
+        failed += run_suite(root, args.models, extra)
+    if args.train:
+        rc = run_train(train_py.resolve(), args.work, args.train_model, args.train_epochs)
+        print(f"train.py exit status: {rc}")
+        failed += rc != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
