@@ -9,7 +9,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in block schemas)
-from sdpnet.registry import BlockSchema, Param, get_block, get_schema, list_blocks, register_block
+from sdpnet.registry import (
+    BlockSchema, Derived, Param, Range, Width, declare_block, get_block, get_schema, list_blocks, register_block,
+)
 from sdpnet.spec import ModelSpec, Spec, SpecError, load_spec, parse, resolve
 
 if TYPE_CHECKING:
@@ -29,6 +31,6 @@ if "timm" in sys.modules:  # timm (hence torch) is loaded: register the presets 
     import sdpnet.timm_models  # noqa: E402,F401
 
 __all__ = [
-    "BlockSchema", "ModelSpec", "Param", "Spec", "SpecError", "build", "get_block", "get_schema",
-    "list_blocks", "load_spec", "parse", "register_block", "resolve",
+    "BlockSchema", "Derived", "ModelSpec", "Param", "Range", "Spec", "SpecError", "Width", "build",
+    "declare_block", "get_block", "get_schema", "list_blocks", "load_spec", "parse", "register_block", "resolve",
 ]

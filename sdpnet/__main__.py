@@ -1,4 +1,4 @@
-"""Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``summary ...``, ``plot ...``.
+"""Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``docs``, ``summary ...``, ``plot ...``.
 
 A bad spec prints the error (with the caret under the offending text) and exits with status 2.
 """
@@ -34,6 +34,18 @@ def _blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from sdpnet.blockdocs import write_docs
+
+    stale = write_docs(check=args.check)
+    for path in stale:
+        print(f"{'stale' if args.check else 'updated'}: {path}")
+    if args.check and stale:
+        print("the docs' block tables differ from the registry; run: python -m sdpnet docs", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad spec)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -55,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=_parse)
     b = sub.add_parser("blocks", help="list the block vocabulary")
     b.set_defaults(run=_blocks)
+    d = sub.add_parser("docs", help="regenerate the block tables in docs/spec.md and docs/blocks.md")
+    d.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is out of date")
+    d.set_defaults(run=_docs)
     sub.add_parser("summary", help="layer table and parameter counts of a spec (see summary --help)")
     sub.add_parser("plot", help="plot training curves (see plot --help)")
     args = parser.parse_args(argv)

@@ -124,15 +124,30 @@ class SpecNet(nn.Module):
         }
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for tokens and Linear weights, zero Linear biases."""
-        for p in (self.cls_token, self.reg_token):
-            if p is not None:
+        """Initialise by the spec's ``init`` hyperparameter.
+
+        ``timm``: truncated normal (std 0.02) for the tokens and Linear weights, zero Linear biases.
+        ``cct`` (Compact-Transformers): the same, but zero class tokens and Kaiming-normal weights for the
+        stem's convolutions (CCT's Tokenizer). Position tables are initialised by ``POS`` itself, which reads
+        the same hyperparameter; LayerNorms keep PyTorch's weight 1, bias 0.
+        """
+        from sdpnet.spec.files import DEFAULTS
+
+        cct = self.plan.hparams.get("init", DEFAULTS["init"]) == "cct"
+        for p, zero in ((self.cls_token, cct), (self.reg_token, False)):
+            if p is not None and zero:
+                nn.init.zeros_(p)
+            elif p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if cct:
+            for m in self.stem.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight)
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters to exclude from weight decay: tokens and position tables."""
@@ -164,6 +179,8 @@ class SpecNet(nn.Module):
             if kind == "layer":
                 x = self.body[start](x)
                 continue
+            if not self.num_cls + self.num_reg:  # no tokens: an empty set at the current width
+                t = x.new_zeros(x.shape[0], 0, x.shape[1])
             if kind == "tokens":
                 x, t = self.body[start](x, t)
                 continue

@@ -13,9 +13,10 @@ from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width
 
 ACTS = ("gelu", "relu", "kelu", "silu", "tanh", "none")
 NORMS = ("bn", "ln", "none")
+INITS = ("timm", "cct")  # initialisation schemes (hyperparameter ``init``)
 MAX_KERNEL = 1_023
 
-# Global hyperparameters that no block keyword reads but the builder does.
+# Global hyperparameters that the builder reads (``init`` also gives POS's ``init`` keyword its default).
 GLOBAL_HPARAMS = {
     "name": "model name (used for registration and run folders)",
     "description": "free text",
@@ -25,6 +26,9 @@ GLOBAL_HPARAMS = {
     "in_chans": "input image channels",
     "img_size": "resolution the position embeddings are created for",
     "drop_path": "stochastic depth rate of the last body block (grows linearly from 0)",
+    "init": "initialisation: timm (tokens, Linear and position tables trunc-normal std 0.02, zero Linear bias) "
+            "or cct (Compact-Transformers: zero class tokens, Kaiming-normal stem convolutions, position "
+            "tables std 0.2, Linear trunc-normal std 0.02 with zero bias)",
 }
 
 KERNEL = Range(1, MAX_KERNEL)
@@ -51,6 +55,12 @@ _GLU = Param("glu", "gated", bool, "gated", False, doc="gated (GLU-style) FFN")
 _DROP = Param("drop", "drop", float, "dropout", 0.0, doc="dropout in the FFN", range=Range(0, 1))
 _STRIDE = Range(1, 1_024)
 
+
+def _eps(default: float) -> Param:
+    return Param("eps", "eps", float, "ln_eps", default, doc="LayerNorm eps (norm=ln)",
+                 range=Range(0, 1, lo_open=True, hi_open=True))
+
+
 for schema in (
     BlockSchema(
         "P", ("stem",), "layer", "patch_size", True, arg_range=Range(1, 1_024),
@@ -64,7 +74,8 @@ for schema in (
         params=(_D, Param("s", "stride", int, None, Derived(lambda kw, _: max(1, kw["kernel_size"] // 2 - 1),
                                                            "max(1, k // 2 - 1), as CCT"),
                           doc="conv stride", range=_STRIDE),
-                Param("bias", "bias", bool, None, False, doc="conv bias"), _norm("none"), _act(None, "relu")),
+                Param("bias", "bias", bool, None, False, doc="conv bias"), _norm("none"), _eps(1e-6),
+                _act(None, "relu")),
         tokenizer=True, width=Width("d", stem=64), stride=Derived(lambda kw, _: 2 * kw["stride"], "2 s"),
         doc="CCT conv tokenizer layer: k x k conv, (norm,) activation, 3x3 max-pool stride 2 (width 64 unless last)",
         example="CT3x2",
@@ -114,9 +125,17 @@ for schema in (
             Param("bias", "qkv_bias", bool, "qkv_bias", True, doc="bias in the qkv projection"),
             Param("qkn", "qk_norm", bool, "qk_norm", False, doc="LayerNorm on queries and keys"),
             _LS, _GLU, _DROP,
+            Param("adrop", "attn_drop", float, "attn_dropout", 0.0, doc="dropout on the attention weights",
+                  range=Range(0, 1)),
+            Param("pdrop", "proj_drop", float, "proj_dropout", 0.0,
+                  doc="dropout after the attention's output projection", range=Range(0, 1)),
+            Param("post", "post_norm", bool, "post_norm", False,
+                  doc="CCT layout: the stream itself is normalised after attention, "
+                      "x = norm2(x + attn(norm1(x))), then x + ffn(x)"),
+            replace(_eps(1e-6), doc="LayerNorm eps"),
         ),
         residual=True,
-        doc="pre-norm transformer encoder block over class/register tokens + image tokens",
+        doc="transformer encoder block over class/register tokens + image tokens (pre-norm; post=1: CCT's)",
         example="ENC(h=8,r=2)",
     ),
     BlockSchema(
@@ -128,9 +147,13 @@ for schema in (
     ),
     BlockSchema("POS", ("stem", "body"), "layer",
                 params=(Param("cls", "cls", bool, None, False, kind="tokens", needs=("cls",),
-                              doc="also a learnable position per class token (ViT); then POS stands in the body"),),
+                              doc="also a position per class token (ViT); then POS stands in the body"),
+                        Param("sine", "sine", bool, None, False,
+                              doc="fixed sinusoidal table (CCT's sine; class tokens take the first positions)"),
+                        Param("init", "init", str, "init", "timm", INITS,
+                              doc="learnable table init: timm trunc-normal std 0.02, cct std 0.2")),
                 context=("grid", "num_cls"),
-                doc="learnable absolute position embedding, resampled with the resolution",
+                doc="absolute position embedding (learnable or sine), resampled with the resolution",
                 example="P16+POS"),
     BlockSchema(
         "NEMB", ("stem", "body"), "layer", "kernel_size", False, 3, arg_range=KERNEL, context=("grid",),
@@ -145,10 +168,10 @@ for schema in (
                 example="GAP+LIN"),
     BlockSchema("TOKS", ("head",), "pool", needs=("cls",), default_for=("pool_cls",), reads_image=False,
                 doc="pool: mean of the class tokens", example="TOKS+LIN"),
-    BlockSchema("SEQPOOL", ("head",), "pool", params=(_norm("ln"),),
+    BlockSchema("SEQPOOL", ("head",), "pool", params=(_norm("ln"), _eps(1e-5)),
                 doc="CCT sequence pooling: norm, then attention-weighted mean of the image tokens",
                 example="SEQPOOL+LIN(norm=none)"),
-    BlockSchema("LIN", ("head",), "classifier", params=(_norm("ln"), _BIAS), context=("num_classes",),
+    BlockSchema("LIN", ("head",), "classifier", params=(_norm("ln"), _eps(1e-6), _BIAS), context=("num_classes",),
                 default_for=("classifier",), doc="linear classifier (after a norm)", example="GAP+LIN"),
 ):
     declare_block(schema)

@@ -3,7 +3,9 @@ block semantics (KeLU, drop-path, LayerScale, norms, embeddings, pooling) match 
 CM match timm's layers weight for weight."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 
 import pytest
@@ -17,59 +19,78 @@ from sdpnet.blocks import (
     MlpHead, NeighbourEmbed, PatchEmbed, PosEmbed, SeqPool, get_act, get_norm2d,
 )
 from sdpnet.builder import make_block
-from sdpnet.registry import get_schema, list_blocks
+from sdpnet.registry import Derived, get_block, get_schema, list_blocks
+from sdpnet.spec import SpecError, load_spec, resolve
 from sdpnet.spec.plan import LayerPlan
-from sdpnet.vocabulary import ACTS, CLASSIFIER_BLOCKS, DECLARATION_BLOCKS, NORMS, POOL_BLOCKS
+from sdpnet.vocabulary import ACTS, NORMS
 
-DIM, CLASSES, TOKENS = 8, 5, 3
-CONTEXT = {"num_classes": CLASSES, "grid": (4, 4), "num_tokens": TOKENS, "num_cls": TOKENS}
+DIM, CLASSES, TOKENS, RES = 8, 5, 3, 8
+
+
+def _spec(name: str, role: str, arg: int | None) -> str:
+    """A small spec in which block ``name`` stands in ``role`` (with 3 class tokens for token-aware blocks)."""
+    block = name + ("" if arg is None else str(arg))
+    if role == "stem":
+        return f"{block}-GAP+LIN" if get_schema(name).tokenizer else f"P1+{block}-GAP+LIN"
+    if role == "body":
+        return f"P1+CLS{TOKENS}-{block}-GAP+LIN"
+    return f"P1+CLS{TOKENS}-{block}+LIN" if get_schema(name).kind_in("head") == "pool" else f"P1+CLS{TOKENS}-TOKS+{block}"
 
 
 def _layer(name: str, role: str, **given) -> LayerPlan:
-    """A LayerPlan with the schema's defaults, a small main argument and ``given`` keywords."""
+    """The plan of block ``name`` in ``role``, resolved from a small spec at width 8, 8 px, 5 classes, with its
+    schema defaults (a small main argument if required) and ``given`` constructor keywords."""
     schema = get_schema(name)
-    kwargs = {p.target: p.default for p in schema.params_for(role)}
-    if schema.arg is not None:
-        kwargs[schema.arg] = schema.arg_default or 3
-    if "dim" in kwargs:
-        kwargs["dim"] = DIM
-    if schema.residual and role == "body":
-        kwargs["drop_path"] = 0.1
-    kwargs.update(given)
-    return LayerPlan(name, role, kwargs, DIM, DIM)
+    arg = 3 if schema.arg_required else None
+    plan = resolve(load_spec(_spec(name, role, arg), dim=DIM, img_size=RES, num_classes=CLASSES))
+    layer = next(layer for layer in plan.layers if layer.name == name and layer.role == role)
+    return dataclasses.replace(layer, kwargs={**layer.kwargs, **given})
 
 
-def _run(module: nn.Module, name: str, role: str, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
-    if role == "head" and name in CLASSIFIER_BLOCKS:
-        return [module(x.mean((2, 3)))]
-    if getattr(module, "uses_tokens", False):
-        out = module(x, t)
-        return list(out) if isinstance(out, tuple) else [out]
-    return [module(x)]
+def _inputs(layer: LayerPlan) -> tuple[torch.Tensor, ...]:
+    """Random inputs in the calling convention of the layer's kind."""
+    x = torch.randn(2, layer.in_dim, *layer.grid, requires_grad=True)
+    t = torch.randn(2, TOKENS, layer.in_dim, requires_grad=True)
+    if layer.kind == "classifier":
+        return (torch.randn(2, layer.in_dim, requires_grad=True),)
+    if layer.kind == "sequence":
+        return (torch.cat([t, x.flatten(2).transpose(1, 2)], 1),)
+    if layer.kind in ("tokens", "pool"):
+        return x, t
+    return (x,)
 
 
-BLOCKS = [(n, r) for n in list_blocks() if n not in DECLARATION_BLOCKS for r in get_schema(n).roles
-          if not (n == "MLP" and r == "stem")]
+def _expected(layer: LayerPlan) -> list[tuple[int, ...]]:
+    """The output shapes the plan promises for the layer."""
+    grid = tuple(g // layer.stride for g in layer.grid)
+    return {
+        "layer": [(2, layer.out_dim, *grid)],
+        "tokens": [(2, layer.out_dim, *grid), (2, TOKENS, layer.out_dim)],
+        "sequence": [(2, TOKENS + layer.grid[0] * layer.grid[1], layer.out_dim)],
+        "pool": [(2, layer.out_dim)],
+        "classifier": [(2, CLASSES)],
+    }[layer.kind]
+
+
+def _outputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    out = module(*inputs)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+BLOCKS = [(n, r) for n in list_blocks() for r in get_schema(n).roles if get_schema(n).kind_in(r) != "declaration"]
 
 
 @pytest.mark.parametrize("name,role", BLOCKS, ids=[f"{n}-{r}" for n, r in BLOCKS])
 class TestEveryBlock:
-    """Every registered block, built from its schema defaults with small dims."""
+    """Every registered block (built-in or not), built from a resolved plan with small dims."""
 
     def test_forward_backward(self, name: str, role: str) -> None:
-        """Output shapes follow out_dim and stride, and every parameter gets a gradient."""
+        """Output shapes are what the plan says (width, grid, kind), and every parameter gets a gradient."""
         torch.manual_seed(0)
-        module = make_block(_layer(name, role), CONTEXT).train()
-        x = torch.randn(2, DIM, 8, 8, requires_grad=True)
-        t = torch.randn(2, TOKENS, DIM, requires_grad=True)
-        outs = _run(module, name, role, x, t)
-        first = outs[0]
-        if first.ndim == 4:
-            assert first.shape == (2, module.out_dim, 8 // module.stride, 8 // module.stride)
-        elif name in POOL_BLOCKS:
-            assert first.shape == (2, module.out_dim)
-        else:
-            assert first.shape == (2, CLASSES)
+        layer = _layer(name, role)
+        module = make_block(layer).train()
+        outs = _outputs(module, _inputs(layer))
+        assert [tuple(o.shape) for o in outs] == _expected(layer)
         sum(o.square().mean() for o in outs).backward()
         for n, p in module.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient for {n}"
@@ -77,18 +98,42 @@ class TestEveryBlock:
     def test_state_dict_round_trip(self, name: str, role: str) -> None:
         """A second instance loading the first's state dict computes the same outputs."""
         torch.manual_seed(0)
-        a = make_block(_layer(name, role), CONTEXT)
+        layer = _layer(name, role)
+        a = make_block(layer)
         for m in a.modules():  # make BN statistics matter
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-1, 1)
                 m.running_var.uniform_(0.5, 2)
         torch.manual_seed(1)
-        b = make_block(_layer(name, role), CONTEXT)
+        b = make_block(layer)
         b.load_state_dict(a.state_dict())
         a.eval(), b.eval()
-        x, t = torch.randn(2, DIM, 8, 8), torch.randn(2, TOKENS, DIM)
-        for oa, ob in zip(_run(a, name, role, x, t), _run(b, name, role, x, t)):
+        inputs = _inputs(layer)
+        for oa, ob in zip(_outputs(a, inputs), _outputs(b, inputs)):
             torch.testing.assert_close(oa, ob, rtol=0, atol=0)
+
+    def test_compiles_without_graph_breaks(self, name: str, role: str) -> None:
+        """``torch.compile(fullgraph=True)`` traces the block in one graph (eager backend: no codegen cost)."""
+        layer = _layer(name, role)
+        module = make_block(layer).eval()
+        inputs = tuple(i.detach() for i in _inputs(layer))
+        torch._dynamo.reset()
+        compiled = torch.compile(module, fullgraph=True, backend="eager")
+        for want, got in zip(_outputs(module, inputs), _outputs(compiled, inputs)):
+            torch.testing.assert_close(got, want)
+
+    def test_schema_defaults_are_the_constructor_defaults(self, name: str, role: str) -> None:
+        """Defaults live in one place: where the constructor has a default it equals the schema's; a derived
+        default (or the width the resolver sets) has none in the constructor."""
+        schema = get_schema(name)
+        accepted = inspect.signature(get_block(name, role)).parameters
+        width_target = schema.param(schema.width.key).target if schema.width.key else None
+        for p in schema.params_for(role):
+            ctor = accepted[p.target].default
+            if isinstance(p.default, Derived) or p.target == width_target:
+                assert ctor is inspect.Parameter.empty, f"{name}.{p.target}: the constructor repeats a default"
+            elif ctor is not inspect.Parameter.empty:
+                assert ctor == p.default and type(ctor) is type(p.default), f"{name}.{p.target}: {ctor!r} != {p.default!r}"
 
 
 class TestKeLU:
@@ -143,10 +188,11 @@ class TestResidualOptions:
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             DropPath(1.0)
 
-    def test_even_conv_kernel(self) -> None:
-        """CONV with an even kernel is rejected (the grid would not be divided by the stride)."""
-        with pytest.raises(ValueError, match="must be odd"):
-            make_block(_layer("CONV", "body", kernel_size=4), CONTEXT)
+    @pytest.mark.parametrize("text", ["P4-CONV4", "P4-DWC2", "P4-DWC4"])
+    def test_even_conv_kernel(self, text: str) -> None:
+        """CONV and DWC with an even kernel are refused by the parser (padding k // 2 would change the grid)."""
+        with pytest.raises(SpecError, match="must be odd"):
+            load_spec(text)
 
     def test_off_options_are_identity(self) -> None:
         """drop_path=0 and layer_scale=0 leave nn.Identity; on, they are DropPath and LayerScale(init)."""
@@ -200,15 +246,16 @@ class TestStemsAndHeads:
 
     def test_ct_default_stride(self) -> None:
         """CT7 has conv stride 2 (k//2 - 1), padding 3, so a 32 px image gives 8x8."""
-        m = make_block(_layer("CT", "stem", kernel_size=7), CONTEXT)
-        assert m.conv.stride == (2, 2) and m.conv.padding == (3, 3) and m.stride == 4 and m.conv.bias is None
-        assert m(torch.randn(1, DIM, 32, 32)).shape == (1, DIM, 8, 8)
+        layer = resolve(load_spec("CT7-GAP+LIN", dim=DIM)).layers[0]
+        m = make_block(layer)
+        assert m.conv.stride == (2, 2) and m.conv.padding == (3, 3) and layer.stride == 4 and m.conv.bias is None
+        assert m(torch.randn(1, 3, 32, 32)).shape == (1, DIM, 8, 8)
 
     def test_ct_norm(self) -> None:
         """CT3(norm=bn) is conv -> BatchNorm -> ReLU -> 3x3 max-pool stride 2; the default (CCT) has no norm."""
-        assert isinstance(make_block(_layer("CT", "stem"), CONTEXT).norm, nn.Identity)
-        m = make_block(_layer("CT", "stem", norm="bn"), CONTEXT).eval()
-        x = torch.randn(2, DIM, 8, 8)
+        assert isinstance(make_block(_layer("CT", "stem")).norm, nn.Identity)
+        m = make_block(_layer("CT", "stem", norm="bn")).eval()
+        x = torch.randn(2, 3, 8, 8)
         with torch.no_grad():
             m.norm.running_mean.uniform_(-1, 1)
             m.norm.weight.uniform_(0.5, 2)
@@ -276,9 +323,8 @@ class TestTimmParity:
         enc = EncoderBlock(32, num_heads=4, qk_norm=True).eval()
         enc.load_state_dict(ref.state_dict(), strict=True)
         x, t = torch.randn(2, 32, 3, 4), torch.randn(2, 2, 32)
-        xo, to = enc(x, t)
-        want = ref(torch.cat([t, x.flatten(2).transpose(1, 2)], 1))
-        torch.testing.assert_close(torch.cat([to, xo.flatten(2).transpose(1, 2)], 1), want)
+        s = torch.cat([t, x.flatten(2).transpose(1, 2)], 1)
+        torch.testing.assert_close(enc(s), ref(s))
 
     def test_cm_equals_timm_convmixer_block(self) -> None:
         """CM equals a block of timm's ConvMixer with weights mapped 0.fn.0/0.fn.2/1/3."""

@@ -47,7 +47,7 @@ def test_bad_spec_exits_2_with_caret():
 def test_heads_error_exits_2():
     """Errors found at resolution (dim / heads) also exit 2."""
     out = sdpnet("parse", "P16-ENC(h=7)", "--set", "dim=64")
-    assert out.returncode == 2 and "not divisible by heads 7" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "not divisible by h=7" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_blocks_lists_vocabulary():

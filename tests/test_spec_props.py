@@ -18,13 +18,18 @@ BODY = ["DWC", "CM", "MLP", "ENC", "DOWN", "CONV", "POS", "NEMB", "CLS", "REG"]
 counts = st.integers(1, 3)
 
 
+def in_range(strategy, rng):
+    """``strategy`` filtered to the values a schema Range admits."""
+    return strategy if rng is None else strategy.filter(lambda v: rng.why(v) is None)
+
+
 def values(param):
     if param.type is bool:
         return st.booleans()
     if param.type is int:
-        return st.integers(1, 512)
+        return in_range(st.integers(1, 512), param.range)
     if param.type is float:
-        return st.floats(0, 8, allow_nan=False, allow_infinity=False)
+        return in_range(st.floats(0, 8, allow_nan=False, allow_infinity=False), param.range)
     return st.sampled_from(param.choices or ("a", "word"))
 
 
@@ -34,9 +39,9 @@ def blocks(draw, names, role):
     schema = get_schema(name)
     arg = None
     if schema.arg is not None and (schema.arg_required or draw(st.booleans())):
-        arg = draw(st.integers(1, 32))
-    params = draw(st.lists(st.sampled_from(schema.params_for(role)), unique=True, max_size=3)) \
-        if schema.params_for(role) else []
+        arg = draw(in_range(st.integers(1, 32), schema.arg_range))
+    choices = [p for p in schema.params_for(role) if not p.needs]  # those need tokens the tree may not declare
+    params = draw(st.lists(st.sampled_from(choices), unique=True, max_size=3)) if choices else []
     kwargs = tuple(sorted((p.key, draw(values(p))) for p in params))
     return Block(name, arg, kwargs)
 

@@ -40,7 +40,7 @@ class TestCounts:
         enc = next(r for r in out["layers"] if r["block"] == "ENC")
         n, c = 2 + 16, 16
         assert enc["flops"] == 2 * (n * (3 * c * c + c * c + 2 * 2 * c * c) + 2 * n * n * c)
-        assert enc["output"] == "1x16x4x4 + 1x2x16"
+        assert enc["output"] == "1x18x16"  # a sequence block: [tokens; image]
 
     def test_params_match_model(self, capsys: pytest.CaptureFixture) -> None:
         """Total params equal the model's; the rows (tokens included) add up to it."""
@@ -61,7 +61,7 @@ class TestTable:
         lines = text.splitlines()
         assert lines[0] == "P4+CLS1-DWC3,ENC-TOKS+LIN"
         assert lines[1].split()[:4] == ["layer", "block", "output", "params"]
-        assert any(line.split()[:3] == ["body.1", "ENC", "1x16x8x8"] for line in lines)
+        assert any(line.split()[:3] == ["body.1", "ENC", "1x65x16"] for line in lines)
         params = count_params(build("P4+CLS1-DWC3,ENC-TOKS+LIN", dim=16, heads=2))
         assert lines[-1].startswith(f"params: {params:,}   FLOPs: ") and lines[-1].endswith("at 32x32")
 

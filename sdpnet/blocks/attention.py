@@ -1,4 +1,8 @@
-"""``ENC``: a pre-norm transformer encoder block over the tokens and the image, laid out like timm's ViT Block."""
+"""``ENC``: a transformer encoder block over the tokens and the image, laid out like timm's ViT Block.
+
+Pre-norm by default (timm); ``post_norm`` gives Compact-Transformers' ``TransformerEncoderLayer``, which
+replaces the residual stream by its LayerNorm between the attention and the FFN.
+"""
 from __future__ import annotations
 
 import torch
@@ -19,18 +23,24 @@ class Attention(nn.Module):
         num_heads: heads; ``dim`` must be divisible by it.
         qkv_bias: bias of ``qkv``.
         qk_norm: LayerNorm(head_dim) on queries and keys.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after ``proj``.
+        eps: LayerNorm eps of the query/key norms.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, eps: float = LN_EPS) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"ENC: width {dim} is not divisible by {num_heads} heads; pick h dividing {dim}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim, eps=LN_EPS) if qk_norm else nn.Identity()
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
         """(B, N, C) -> (B, N, C); with ``num_queries`` only the first ``num_queries`` tokens attend (and are returned)."""
@@ -45,8 +55,8 @@ class Attention(nn.Module):
             kv = F.linear(x, self.qkv.weight[C:], None if bias is None else bias[C:])
             k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, q.shape[2], C))
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, q.shape[2], C)))
 
 
 class Mlp(nn.Module):
@@ -74,7 +84,11 @@ class Mlp(nn.Module):
 
 @register_block("ENC")
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block over the sequence ``[tokens, image]`` (timm ``vision_transformer.Block``).
+    """Transformer block over the sequence ``[tokens, image]``: timm's ``vision_transformer.Block`` (pre-norm),
+    or with ``post_norm`` Compact-Transformers' ``TransformerEncoderLayer``::
+
+        pre-norm:  x = x + attn(norm1(x));  x = x + mlp(norm2(x))
+        post_norm: x = x + attn(norm1(x));  x = norm2(x);  x = x + mlp(x)
 
     A ``sequence`` block: the network hands it (B, T + HW, C), the class/register tokens then the flattened
     image (``sdpnet.builder.join_tokens``), and keeps runs of such blocks in that form. Class and register tokens reach
@@ -91,18 +105,25 @@ class EncoderBlock(nn.Module):
         gated: GLU-style FFN.
         drop: dropout in the FFN (SdP-Net: 0.2).
         drop_path: stochastic depth rate of both branches.
+        attn_drop: dropout on the attention weights (CCT: 0.1).
+        proj_drop: dropout after the attention's output projection (CCT: its ``dropout``).
+        post_norm: CCT's layout (above) instead of pre-norm.
+        eps: eps of every LayerNorm in the block (timm 1e-6, CCT 1e-5).
     """
 
     def __init__(self, in_dim: int, num_heads: int, mlp_ratio: float = 4.0, act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
-                 drop: float = 0.0, drop_path: float = 0.0) -> None:
+                 drop: float = 0.0, drop_path: float = 0.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 post_norm: bool = False, eps: float = LN_EPS) -> None:
         super().__init__()
         dim = in_dim
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm)
+        self.post_norm = post_norm
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
+                              proj_drop=proj_drop, eps=eps)
         self.ls1 = make_layer_scale(dim, layer_scale)
         self.drop_path1 = make_drop_path(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, gated=gated, drop=drop)
         self.ls2 = make_layer_scale(dim, layer_scale)
         self.drop_path2 = make_drop_path(drop_path)
@@ -113,4 +134,7 @@ class EncoderBlock(nn.Module):
         rest (a final block whose image output is never read)."""
         q = s if num_queries is None else s[:, :num_queries]
         q = q + self.drop_path1(self.ls1(self.attn(self.norm1(s), num_queries)))
+        if self.post_norm:
+            q = self.norm2(q)
+            return q + self.drop_path2(self.ls2(self.mlp(q)))
         return q + self.drop_path2(self.ls2(self.mlp(self.norm2(q))))

@@ -46,16 +46,17 @@ class TokenPool(_Pool):
 class SeqPool(_Pool):
     """CCT sequence pooling over the image tokens: ``softmax(attention_pool(norm(x)))``-weighted mean of ``norm(x)``.
 
-    The LayerNorm uses eps 1e-5, as CCT's.
+    The LayerNorm's eps defaults to 1e-5, as CCT's.
 
     Args:
         in_dim: channels.
         norm: ``ln``, ``bn`` or ``none``, applied to the image tokens first.
+        eps: LayerNorm eps.
     """
 
-    def __init__(self, in_dim: int, norm: str = "ln") -> None:
+    def __init__(self, in_dim: int, norm: str = "ln", eps: float = 1e-5) -> None:
         super().__init__(in_dim)
-        self.norm = get_norm2d(norm, in_dim, eps=1e-5)
+        self.norm = get_norm2d(norm, in_dim, eps=eps)
         self.attention_pool = nn.Linear(in_dim, 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -82,18 +83,21 @@ class _Classifier(nn.Module):
 class LinearHead(_Classifier):
     """``fc(norm(f))``: linear classifier after a norm (LayerNorm eps 1e-6 by default).
 
-    With ``TOKS`` and one class token this is timm's ViT head (timm's final ``norm`` is ``norm`` here).
+    With ``TOKS`` and one class token this is timm's ViT head (timm's final ``norm`` is ``norm`` here), and
+    with ``eps=1e-5`` ViT-Lite's (Compact-Transformers' final ``norm`` and ``fc``).
 
     Args:
         in_dim: feature width.
         num_classes: classes (0: no ``fc``).
         norm: ``ln``, ``bn`` or ``none``.
         bias: bias of ``fc``.
+        eps: LayerNorm eps.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, norm: str = "ln", bias: bool = True) -> None:
+    def __init__(self, in_dim: int, num_classes: int, norm: str = "ln", bias: bool = True,
+                 eps: float = LN_EPS) -> None:
         super().__init__()
-        self.norm = get_norm1d(norm, in_dim)
+        self.norm = get_norm1d(norm, in_dim, eps=eps)
         self._set_fc(in_dim, num_classes, bias)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LN_EPS = 1e-6  # timm's ViT LayerNorm eps, used for every LayerNorm in sdpnet except SEQPOOL (CCT: 1e-5)
+LN_EPS = 1e-6  # timm's ViT LayerNorm eps: the default of every LayerNorm in sdpnet except SEQPOOL's (CCT: 1e-5)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -34,12 +34,12 @@ def get_norm2d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
     raise ValueError(f"unknown norm {name!r}; choose one of bn, ln, none")
 
 
-def get_norm1d(name: str, dim: int) -> nn.Module:
-    """A norm over the last dimension of (B, dim) features: ``bn`` BatchNorm1d, ``ln`` LayerNorm, ``none``."""
+def get_norm1d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
+    """A norm over the last dimension of (B, dim) features: ``bn`` BatchNorm1d, ``ln`` LayerNorm (``eps``), ``none``."""
     if name == "bn":
         return nn.BatchNorm1d(dim)
     if name == "ln":
-        return nn.LayerNorm(dim, eps=LN_EPS)
+        return nn.LayerNorm(dim, eps=eps)
     if name == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {name!r}; choose one of bn, ln, none")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sdpnet.blocks.act import get_act
-from sdpnet.blocks.norm import get_norm2d
+from sdpnet.blocks.norm import LN_EPS, get_norm2d
 from sdpnet.registry import register_block
 
 
@@ -49,14 +49,15 @@ class ConvTokenizer(nn.Module):
         stride: conv stride (default ``max(1, k // 2 - 1)``, as CCT).
         bias: conv bias.
         norm: ``none`` (CCT), ``bn`` or ``ln``, after the conv.
+        eps: LayerNorm eps (``norm="ln"``).
         act: activation (``relu``).
     """
 
     def __init__(self, in_dim: int, kernel_size: int, dim: int, stride: int,
-                 bias: bool = False, norm: str = "none", act: str = "relu") -> None:
+                 bias: bool = False, norm: str = "none", eps: float = LN_EPS, act: str = "relu") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_dim, dim, kernel_size, stride=stride, padding=max(1, kernel_size // 2), bias=bias)
-        self.norm = get_norm2d(norm, dim)
+        self.norm = get_norm2d(norm, dim, eps=eps)
         self.act = get_act(act)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
 

@@ -182,6 +182,20 @@ def check_roles(spec: Spec, loc: Locator) -> None:
                         hint=f"the stem starts with a tokenizer ({tokenizer_names()}), as in P16+POS")
     if roles[-1] == "head":
         _check_head(spec, loc)
+    num_cls, num_reg = num_tokens(spec, "cls"), num_tokens(spec, "reg")
+    for b in walk_all(spec):
+        schema = get_schema(b.name)
+        given = dict(b.kwargs)
+        needs = schema.needs + tuple(n for p in schema.params if p.needs and given.get(p.key) for n in p.needs)
+        lack = missing_needs(needs, num_cls, num_reg)
+        if lack:
+            raise loc.error(f"{b.name} needs {lack}", b, hint="declare them (e.g. P16+CLS1-...), or drop this block")
+
+
+def walk_all(spec: Spec) -> Iterator[Block]:
+    """Every block node of a spec, once per occurrence in the tree (repeats not unrolled)."""
+    for stage in spec.stages:
+        yield from walk(stage)
 
 
 def _misplaced(b: Block, schema: BlockSchema, role: str, loc: Locator, head_names: str) -> SpecError:
@@ -214,9 +228,9 @@ def missing_needs(needs: tuple[str, ...], num_cls: int, num_reg: int) -> str | N
     """The first of ``needs`` (registry NEEDS keys) the network lacks, as a phrase, or None."""
     for need in needs:
         if need == "cls" and num_cls == 0:
-            return "class tokens, but none are declared"
+            return "class tokens, but no class tokens are declared"
         if need == "tokens" and num_cls + num_reg == 0:
-            return "class or register tokens, but none are declared"
+            return "class or register tokens, but no tokens are declared"
     return None
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from sdpnet import vocabulary as _vocabulary
+from sdpnet import presets
 from sdpnet.registry import get_schema, list_blocks
 from sdpnet.spec.errors import SpecError
 from sdpnet.text import parse_bool, suggest
@@ -25,15 +26,17 @@ from sdpnet.spec.tree import Spec
 # Types of the global hyperparameters (block hyperparameters take the type of the keyword they feed).
 _GLOBAL_TYPES: dict[str, type] = {
     "name": str, "description": str, "dim": int, "num_classes": int, "in_chans": int, "img_size": int,
-    "drop_path": float,
+    "drop_path": float, "init": str,
 }
+_GLOBAL_CHOICES: dict[str, tuple[str, ...]] = {"init": _vocabulary.INITS}
 _RATES = ("drop_path", "dropout")  # floats in [0, 1)
-DEFAULTS = {"dim": 768, "num_classes": 1000, "in_chans": 3, "img_size": 224, "drop_path": 0.0}
+_ZERO_OK = ("num_classes",)  # num_classes=0: no classifier layer, the model outputs its pre-logits features
+DEFAULTS = {"dim": 768, "num_classes": 1000, "in_chans": 3, "img_size": 224, "drop_path": 0.0, "init": "timm"}
 
 
 def hparam_types() -> dict[str, tuple[type, tuple[str, ...] | None, str]]:
     """Every valid hyperparameter: ``name -> (type, choices, description)``; ``arch`` excluded."""
-    out = {k: (t, None, _vocabulary.GLOBAL_HPARAMS.get(k, "")) for k, t in _GLOBAL_TYPES.items()}
+    out = {k: (t, _GLOBAL_CHOICES.get(k), _vocabulary.GLOBAL_HPARAMS.get(k, "")) for k, t in _GLOBAL_TYPES.items()}
     for name in list_blocks():
         for p in get_schema(name).params:
             if p.hparam and p.hparam not in out:
@@ -58,8 +61,9 @@ def check_hparam(key: str, value: Any, where: str | None = None) -> Any:
     elif kind is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("expected an integer")
-        if value < 1:
-            raise bad("expected an integer >= 1")
+        low = 0 if key in _ZERO_OK else 1
+        if value < low:
+            raise bad(f"expected an integer >= {low}")
     elif kind is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise bad("expected a number")
@@ -148,7 +152,8 @@ def _arch(value: Any, source: str | None) -> Spec:
 
 
 def load_spec(spec: Any, **overrides: Any) -> ModelSpec:
-    """A :class:`ModelSpec` from a ``.json`` path, JSON object text, a spec string, a Spec or a ModelSpec.
+    """A :class:`ModelSpec` from a ``.json`` path, a preset name (``sdpnet_xl``, see :mod:`sdpnet.presets`),
+    JSON object text, a spec string, a Spec or a ModelSpec.
 
     ``overrides`` are hyperparameters (or ``arch``) that win over the file's.
     """
@@ -167,6 +172,11 @@ def load_spec(spec: Any, **overrides: Any) -> ModelSpec:
 def _load_text_or_path(spec: str | os.PathLike) -> ModelSpec:
     text = os.fspath(spec)
     stripped = text.strip()
+    if not isinstance(spec, os.PathLike) and stripped.startswith(presets.PREFIX) and not stripped.endswith(".json"):
+        preset = presets.preset_path(stripped)
+        if preset is None:
+            raise SpecError(f"no preset named {stripped!r}", hint=suggest(stripped, presets.list_models(), "presets"))
+        text = stripped = str(preset)
     if isinstance(spec, os.PathLike) or stripped.endswith(".json"):
         path = Path(text)
         if not path.is_file():

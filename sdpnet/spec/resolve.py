@@ -78,7 +78,8 @@ def resolve(model: ModelSpec | Any) -> Plan:
         if schema.width.key is not None and kind != "classifier":
             kwargs[schema.param(schema.width.key).target] = out
         if role == "body" and kind == "layer" and out != width and num_cls + num_reg:
-            movers = ", ".join(blocks_where(lambda s: s.width.key is not None and "tokens" in s.kinds()))
+            movers = " or ".join(f"{n}({get_schema(n).width.key}={out})" for n in
+                                 blocks_where(lambda s: s.width.key is not None and "tokens" in s.kinds()))
             raise fail(f"{b.name} changes the width from {width} to {out} after the class/register tokens were "
                        f"created at width {stem_dim}; only a token-aware block can change it then", b,
                        f"put it in the stem stage (before the first '-'), or use {movers or 'a tokens block'}")

@@ -1,0 +1,112 @@
+"""The docs' block tables, generated from the registry: ``python -m sdpnet docs`` writes them into
+docs/spec.md (the vocabulary and its keywords) and docs/blocks.md (the modules), between
+``<!-- generated:NAME -->`` and ``<!-- end:NAME -->`` markers; ``--check`` fails when the files drift.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+from sdpnet.registry import BlockSchema, Derived, get_block, get_schema, list_blocks
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _integer(s: BlockSchema) -> str:
+    if s.arg is None:
+        return "—"
+    how = "required" if s.arg_required else f"default {s.arg_default}"
+    return f"`{s.arg}`, {how}" + (f", in {s.arg_range}" if s.arg_range else "")
+
+
+def _stride(s: BlockSchema) -> str:
+    if isinstance(s.stride, Derived):
+        return s.stride.doc
+    return f"`{s.stride}`" if isinstance(s.stride, str) else str(s.stride)
+
+
+def _kind(s: BlockSchema) -> str:
+    kind = s.kind if isinstance(s.kind, str) else ", ".join(f"{k} ({r})" for r, k in s.kind.items())
+    switches = [f"{p.kind} when `{p.key}`" for p in s.params if p.kind]
+    return kind + (f"; {', '.join(switches)}" if switches else "") + (", tokenizer" if s.tokenizer else "")
+
+
+def vocabulary_table() -> str:
+    """Markdown: one row per block (kind, roles, integer, width, stride, residual, meaning, example)."""
+    rows = ["| block | kind | roles | integer | width | stride | residual | meaning | example |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name in list_blocks():
+        s = get_schema(name)
+        width = "—" if s.declares else str(s.width) + (f", {s.width.stem} in the stem unless last" if s.width.stem else "")
+        rows.append(f"| `{name}` | {_kind(s)} | {', '.join(s.roles)} | {_integer(s)} | {_cell(width)} | "
+                    f"{_stride(s) if not s.declares else '—'} | {'yes' if s.residual else ''} | {_cell(s.doc)} | "
+                    f"`{s.example}` |")
+    return "\n".join(rows)
+
+
+def keyword_table() -> str:
+    """Markdown: one row per keyword (target, type, default, range, hyperparameter, roles, meaning)."""
+    rows = ["| block | keyword | type | default | range | hyperparameter | applies in | meaning |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in list_blocks():
+        for p in get_schema(name).params:
+            kind = p.type.__name__ + (f" ({'/'.join(p.choices)})" if p.choices else "")
+            extra = (", must divide the width" if p.divides else "") + (f"; needs {', '.join(p.needs)}" if p.needs else "")
+            rows.append(f"| `{name}` | `{p.key}` → `{p.target}` | {kind} | {_cell(repr(p.default))} | "
+                        f"{p.range or '—'} | {f'`{p.hparam}`' if p.hparam else '—'} | "
+                        f"{', '.join(p.roles) if p.roles else 'all'} | {_cell(p.doc + extra)} |")
+    return "\n".join(rows)
+
+
+def module_table() -> str:
+    """Markdown: one row per block and role: its module (file), kind and the context it takes."""
+    import sdpnet.blocks  # noqa: F401  (binds the built-in modules; imports torch)
+
+    rows = ["| block | role | module (file) | kind | context |", "|---|---|---|---|---|"]
+    for name in list_blocks():
+        s = get_schema(name)
+        for role in s.roles:
+            if s.kind_in(role) == "declaration":
+                continue
+            factory = get_block(name, role)
+            where = Path(inspect.getfile(factory)).name
+            rows.append(f"| `{name}` | {role} | `{factory.__name__}` ({where}) | {s.kind_in(role)} | "
+                        f"{', '.join(f'`{c}`' for c in s.context_in(role)) or '—'} |")
+    return "\n".join(rows)
+
+
+SECTIONS = {
+    "spec.md": {"vocabulary": vocabulary_table, "keywords": keyword_table},
+    "blocks.md": {"modules": module_table},
+}
+
+
+def render(text: str, sections: dict) -> str:
+    """``text`` with every generated section replaced by its current table."""
+    for name, make in sections.items():
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- end:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"no <!-- generated:{name} --> ... <!-- end:{name} --> markers")
+        text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
+    return text
+
+
+def write_docs(check: bool = False, docs: Path = DOCS) -> list[str]:
+    """Regenerate the tables in the docs (``check``: write nothing); returns the files that differed."""
+    stale = []
+    for file, sections in SECTIONS.items():
+        path = docs / file
+        old = path.read_text()
+        new = render(old, sections)
+        if new != old:
+            stale.append(str(path))
+            if not check:
+                tmp = path.with_suffix(".md.tmp")
+                tmp.write_text(new)
+                tmp.replace(path)
+    return stale
