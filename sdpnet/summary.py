@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
-        res = args.res or model.plan.img_size
+        res = model.plan.img_size if args.res is None else args.res
         if res < 1 or res % model.stride:
             raise ValueError(f"--res {res} is not divisible by the model's stride {model.stride}; "
                              f"use a multiple of {model.stride}")

@@ -120,7 +120,7 @@ class OfficialClassifier(nn.Module):
         else:
             self.positional_emb = nn.Parameter(official_sine(seq_len, dim), requires_grad=False)
         self.dropout = nn.Dropout(dropout)
-        rates = [r.item() for r in torch.linspace(0, stochastic_depth, layers)]
+        rates = torch.linspace(0, stochastic_depth, layers, device="cpu").tolist()
         self.blocks = nn.ModuleList(OfficialEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout,
                                                          attention_dropout, r) for r in rates)
         self.norm = nn.LayerNorm(dim)

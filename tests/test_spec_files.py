@@ -63,10 +63,11 @@ class TestLoadSpec:
     @pytest.mark.parametrize("obj, fragment, path", [
         ({"arch": "P16-ENC", "dmi": 384}, "unknown hyperparameter 'dmi'", "dmi"),
         ({"arch": "P16-ENC", "dim": "384"}, "expected an integer", "dim"),
-        ({"arch": "P16-ENC", "dim": 0}, ">= 1", "dim"),
+        ({"arch": "P16-ENC", "dim": 0}, "from 1 to 65,536", "dim"),
+        ({"arch": "P16-ENC", "layer_scale": 1e308}, "must be <= 10000", "layer_scale"),
         ({"arch": "P16-ENC", "drop_path": 1.5}, "[0, 1)", "drop_path"),
         ({"arch": "P16-ENC", "act": "swish"}, "one of", "act"),
-        ({"arch": "P16-ENC", "gated": 1}, "true or false", "gated"),
+        ({"arch": "P16-ENC", "gated": 2}, "true/false", "gated"),
         ({"dim": 384}, "no \"arch\"", None),
         ({"arch": 3}, "spec string or a JSON tree", "arch"),
         ({"arch": {"stages": [[{"block": "DWX"}]]}}, "unknown block 'DWX'", "arch.stages[0][0].block"),

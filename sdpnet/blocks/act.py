@@ -1,4 +1,4 @@
-"""Activations by name, and KeLU."""
+"""Activations by name: KeLU, and MetaFormer's StarReLU and squared ReLU."""
 from __future__ import annotations
 
 import math
@@ -50,6 +50,32 @@ class GatedAct(nn.Module):
         return self.act(a) * b
 
 
+class StarReLU(nn.Module):
+    """StarReLU (MetaFormer baselines): ``scale * relu(x) ** 2 + bias`` with a learnable scalar scale and bias.
+
+    Computed as timm's ``StarReLU`` computes it (scale, then bias), so weights map one to one.
+
+    Args:
+        scale: initial scale (1, as MetaFormer).
+        bias: initial bias (0).
+    """
+
+    def __init__(self, scale: float = 1.0, bias: float = 0.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1,), float(scale)))
+        self.bias = nn.Parameter(torch.full((1,), float(bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.relu(x).square() + self.bias
+
+
+class SquaredReLU(nn.Module):
+    """Squared ReLU, ``relu(x) ** 2`` (Primer; MetaFormer's MLP head)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 _ACTS = {
     "gelu": nn.GELU,
     "relu": nn.ReLU,
@@ -57,11 +83,13 @@ _ACTS = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
     "none": nn.Identity,
+    "starrelu": StarReLU,
+    "sqrelu": SquaredReLU,
 }
 
 
 def get_act(name: str) -> nn.Module:
-    """A new activation module for ``name`` (gelu, relu, kelu, silu, tanh, none)."""
+    """A new activation module for ``name`` (gelu, relu, kelu, silu, tanh, none, starrelu, sqrelu)."""
     try:
         return _ACTS[name]()
     except KeyError:

@@ -25,6 +25,7 @@ but not replayable.
 """
 from __future__ import annotations
 
+from queue import Full
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,18 +35,20 @@ _threads = torch.get_num_threads()   # importing ffcv runs torch.set_num_threads
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader
+from ffcv.loader.epoch_iterator import IS_CUDA, EpochIterator
 from ffcv.pipeline.compiler import Compiler
 from ffcv.reader import Reader
 from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze,
                              ToDevice, ToTensor, ToTorchImage)
 from ffcv.traversal_order.base import TraversalOrder
 
+from .betons import check_beton
 from .sidecar import IMAGENET_MEAN, IMAGENET_STD, read_sidecar
 
 torch.set_num_threads(_threads)
 
 __all__ = ["make_train_loader", "make_val_loader", "set_train_resolution", "subset_indices",
-           "shard_indices", "dataset_stats"]
+           "shard_indices", "dataset_stats", "LoaderError"]
 
 
 def subset_indices(num_samples: int, subset: int | None, seed: int = 0) -> np.ndarray:
@@ -90,14 +93,53 @@ class _ShardOrder(TraversalOrder):
                              seed=self.seed_, shuffle=self.shuffle)
 
 
+class LoaderError(RuntimeError):
+    """The FFCV pipeline failed in its thread; raised in the training loop instead of a hang."""
+
+
+class _CheckedEpochIterator(EpochIterator):
+    """FFCV's epoch thread, except that an exception in it reaches the consumer.
+
+    FFCV's ``EpochIterator.run`` catches only StopIteration: any other error ends the thread
+    and ``__next__`` then waits on the batch queue forever. Here the error is queued like a
+    batch and :meth:`__next__` raises it as a :class:`LoaderError`.
+    """
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException as e:   # anything, so that the consumer never waits for a dead thread
+            while not self.terminate_event.is_set():
+                try:
+                    self.output_queue.put(e, timeout=0.5)
+                    return
+                except Full:
+                    pass
+
+    def __next__(self):
+        item = self.output_queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise LoaderError(f"the data loader failed reading '{self.loader.fname}' "
+                              f"({type(item).__name__}: {item})") from item
+        if item is None:
+            self.close()
+            raise StopIteration
+        slot, batch = item
+        if IS_CUDA:
+            self.current_stream.wait_stream(self.cuda_streams[slot])   # the batch's copy is done
+        return batch
+
+
 class _ThreadKeepingLoader(Loader):
-    """An FFCV Loader that leaves the caller's torch thread count alone.
+    """An FFCV Loader that leaves the caller's torch thread count alone and never hangs on an error.
 
     ``Loader.__init__`` and ``__iter__`` call ``Compiler.set_num_threads(num_workers)``, which
     also runs ``torch.set_num_threads(num_workers)`` in the calling thread: with num_workers=1
     the model would then train on one thread of a multi-core CPU (1.5x slower on 2 cores).
     The count is restored after both; FFCV's decoding threads are numba's, which this does not
     touch. (Importing ffcv sets torch's count to 1 too: undone where this module imports it.)
+    ``__iter__`` is FFCV 1.0's, with :class:`_CheckedEpochIterator` in place of its iterator.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -105,9 +147,14 @@ class _ThreadKeepingLoader(Loader):
         super().__init__(*args, **kwargs)
         torch.set_num_threads(threads)
 
-    def __iter__(self):
+    def __iter__(self) -> _CheckedEpochIterator:
         threads = torch.get_num_threads()
-        iterator = super().__iter__()
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        iterator = _CheckedEpochIterator(self, order[:len(self) * self.batch_size])
         torch.set_num_threads(threads)
         return iterator
 
@@ -153,11 +200,16 @@ def _rank_world(distributed: bool) -> tuple[int, int]:
 
 def dataset_stats(path: str, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """mean/std (0-255) as given, else from the .beton's sidecar, else ImageNet's."""
+    """mean/std (0-255) as given, else from the .beton's sidecar, else (no sidecar) ImageNet's.
+
+    A sidecar that is not valid JSON raises ValueError (it is never silently replaced).
+    """
     try:
-        meta = read_sidecar(path)
-    except (FileNotFoundError, ValueError):
+        meta = read_sidecar(path) if mean is None or std is None else {}
+    except FileNotFoundError:
         meta = {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"sidecar of '{path}' holds a {type(meta).__name__}, expected a JSON object")
     mean = mean if mean is not None else meta.get("mean", IMAGENET_MEAN)
     std = std if std is not None else meta.get("std", IMAGENET_STD)
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
@@ -197,12 +249,6 @@ def _loader(path: str, image_ops: list, *, batch_size: int, num_workers: int, de
                   pipelines={"image": image_ops, "label": _label_pipeline(device)})
 
 
-def _check_path(path: str) -> None:
-    if not str(path).endswith(".beton"):
-        raise ValueError(f"'{path}' is not a .beton file; write one with data_prep/write_*.py")
-    open(path, "rb").close()   # FileNotFoundError names the path
-
-
 def make_train_loader(path: str, *, batch_size: int, res: int, num_workers: int = 2,
                       device: str | torch.device = "cpu", distributed: bool = False, seed: int = 0,
                       subset: int | None = None, scale: tuple[float, float] = (0.08, 1.0),
@@ -221,7 +267,7 @@ def make_train_loader(path: str, *, batch_size: int, res: int, num_workers: int 
         seed: data order, subset and augmentation; crops, flips and shifts replay exactly
             (same seed and epoch, e.g. after a resume) with ``num_workers=1`` and the random order.
     """
-    _check_path(path)
+    check_beton(path, sidecar=False)   # sizes against the header: a truncated file is an error, not SIGBUS
     if order not in ("random", "sequential"):
         raise ValueError(f"order={order!r}: use 'random' or 'sequential'")
     if res < 1 or batch_size < 1:
@@ -248,7 +294,7 @@ def make_val_loader(path: str, *, batch_size: int, res: int, num_workers: int = 
 
     Keeps the last partial batch; with ``distributed`` every sample is read by exactly one rank.
     """
-    _check_path(path)
+    check_beton(path, sidecar=False)
     if not 0 < crop_ratio <= 1:
         raise ValueError(f"crop_ratio={crop_ratio} must be in (0, 1]")
     device = torch.device(device)

@@ -16,9 +16,10 @@ from typing import Any, Mapping
 
 from sdpnet import vocabulary as _vocabulary
 from sdpnet import presets
-from sdpnet.registry import get_schema, list_blocks
+from sdpnet.registry import MAX_WIDTH, get_schema, list_blocks
+from sdpnet.spec.check import MAX_INT
 from sdpnet.spec.errors import SpecError
-from sdpnet.text import parse_bool, suggest
+from sdpnet.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.jsontree import from_json as _tree_from_json
 from sdpnet.spec.parser import parse
 from sdpnet.spec.tree import Spec
@@ -30,6 +31,7 @@ _GLOBAL_TYPES: dict[str, type] = {
 }
 _GLOBAL_CHOICES: dict[str, tuple[str, ...]] = {"init": _vocabulary.INITS}
 _RATES = ("drop_path", "dropout")  # floats in [0, 1)
+_INT_MAX = {"dim": MAX_WIDTH, "in_chans": 4_096, "img_size": 16_384, "num_classes": 1_000_000}
 _ZERO_OK = ("num_classes",)  # num_classes=0: no classifier layer, the model outputs its pre-logits features
 DEFAULTS = {"dim": 768, "num_classes": 1000, "in_chans": 3, "img_size": 224, "drop_path": 0.0, "init": "timm"}
 
@@ -56,14 +58,16 @@ def check_hparam(key: str, value: Any, where: str | None = None) -> Any:
         return SpecError(f"hyperparameter {key}: {why}, got {value!r}", source=where, path=key)
 
     if kind is bool:
-        if not isinstance(value, bool):
-            raise bad("expected true or false")
+        try:
+            value = parse_bool(value)
+        except ValueError:
+            raise bad(f"expected a bool ({BOOL_WORDS})") from None
     elif kind is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad("expected an integer")
-        low = 0 if key in _ZERO_OK else 1
-        if value < low:
-            raise bad(f"expected an integer >= {low}")
+        low, high = 0 if key in _ZERO_OK else 1, _INT_MAX.get(key, MAX_INT)
+        if not low <= value <= high:
+            raise bad(f"expected an integer from {low} to {high:,}")
     elif kind is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise bad("expected a number")
@@ -75,6 +79,10 @@ def check_hparam(key: str, value: Any, where: str | None = None) -> Any:
             raise bad("expected a string")
         if choices is not None and value not in choices:
             raise bad(f"expected one of {', '.join(choices)}")
+    for name in list_blocks():  # the bounds of every keyword this hyperparameter feeds
+        for p in get_schema(name).params:
+            if p.hparam == key and p.range is not None and p.range.why(value):
+                raise bad(f"{p.range.why(value)} (the default of {name}'s {p.key}, in {p.range})")
     return value
 
 

@@ -101,7 +101,7 @@ def resolve(model: ModelSpec | Any) -> Plan:
             new_grid = (grid[0] // s, grid[1] // s)
             if min(new_grid) < 1:
                 raise fail(f"{b.name} divides the {grid[0]}x{grid[1]} grid by {s}: nothing is left at "
-                           f"img_size {img_size}", b, f"use a smaller stride, or a larger img_size (>= {img_size * s // grid[0]})")
+                           f"img_size {img_size}", b, f"use a smaller stride, or img_size >= {stride * s}")
         kwargs.update({c: grid if c == "grid" else context[c] for c in schema.context_in(role)})
         if role == "body" and schema.residual:
             kwargs["drop_path"] = hp["drop_path"] * res_i / max(1, n_res - 1)

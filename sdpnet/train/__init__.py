@@ -1,7 +1,7 @@
 """Small pieces of the training loop (train_ffcv.py): schedules, EMA, mixing, augmentation,
 optimiser, metrics, checkpoints, distributed helpers, run files and plots."""
 from sdpnet.train.augment import BatchAugment
-from sdpnet.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sdpnet.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sdpnet.train.dist import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, wrap_ddp
 from sdpnet.train.ema import ModelEma
 from sdpnet.train.loss import make_criterion, soft_cross_entropy
@@ -10,13 +10,14 @@ from sdpnet.train.mixing import MixCut, soft_targets
 from sdpnet.train.optim import make_adamw, param_groups
 from sdpnet.train.plot import plot_run
 from sdpnet.train.resolution import res_at
-from sdpnet.train.runfiles import append_jsonl, git_revision, read_jsonl, write_json, write_jsonl
+from sdpnet.train.runfiles import (git_revision, os_error_text, read_jsonl, remove_stale_temps, write_json,
+                                  write_jsonl)
 from sdpnet.train.schedule import cosine_restarts, lr_at, scaled_lr
 
 __all__ = [
-    "BatchAugment", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state", "DistInfo",
-    "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_ddp", "ModelEma",
+    "BatchAugment", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state",
+    "DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_ddp", "ModelEma",
     "make_criterion", "soft_cross_entropy", "Meter", "topk_correct", "MixCut", "soft_targets",
-    "make_adamw", "param_groups", "plot_run", "res_at", "append_jsonl", "git_revision", "read_jsonl",
-    "write_json", "write_jsonl", "cosine_restarts", "lr_at", "scaled_lr",
+    "make_adamw", "param_groups", "plot_run", "res_at", "git_revision", "os_error_text", "read_jsonl",
+    "remove_stale_temps", "write_json", "write_jsonl", "cosine_restarts", "lr_at", "scaled_lr",
 ]

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from sdpnet.train.runfiles import read_jsonl
+from sdpnet.train.runfiles import read_jsonl, temp_path
 
 __all__ = ["plot_run", "main"]
 
@@ -47,10 +47,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     out = Path(out) if out is not None else run_dir / "curves.png"
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    tmp = temp_path(out)
+    try:
+        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 
