@@ -6,6 +6,7 @@ differs, so a model trained at one resolution runs at any other (progressive res
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -17,6 +18,10 @@ def resample(table: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(table.shape[-2:]) == tuple(size):
         return table
     return F.interpolate(table, size=size, mode="bicubic", align_corners=False)
+
+
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): its size test needs real shapes.
+torch.fx.wrap("resample")
 
 
 _INIT_STD = {"timm": 0.02, "cct": 0.2}  # std of the learnable tables per init scheme

@@ -66,7 +66,14 @@ class SeqPool(_Pool):
 
 
 class _Classifier(nn.Module):
-    """Ends in ``fc``: Linear(fc_in, num_classes), or Identity when ``num_classes`` is 0."""
+    """Ends in ``fc``: Linear(fc_in, num_classes), or Identity when ``num_classes`` is 0.
+
+    ``forward(f) = fc(pre_logits(f))``: ``pre_logits`` is what ``fc`` reads (timm's ``forward_head(...,
+    pre_logits=True)``), so it equals the output once ``reset_classifier(0)`` has removed ``fc``.
+    """
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pre_logits(f))
 
     def _set_fc(self, fc_in: int, num_classes: int, bias: bool = True) -> None:
         self.fc_in, self.fc_bias = fc_in, bias
@@ -100,8 +107,8 @@ class LinearHead(_Classifier):
         self.norm = get_norm1d(norm, in_dim, eps=eps)
         self._set_fc(in_dim, num_classes, bias)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(f))
+    def pre_logits(self, f: torch.Tensor) -> torch.Tensor:
+        return self.norm(f)
 
 
 @register_block("MLP", role="head")
@@ -122,5 +129,5 @@ class MlpHead(_Classifier):
         self.act = nn.Tanh()
         self._set_fc(hidden, num_classes)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.act(self.pre(self.norm(f))))
+    def pre_logits(self, f: torch.Tensor) -> torch.Tensor:
+        return self.act(self.pre(self.norm(f)))

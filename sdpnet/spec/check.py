@@ -161,41 +161,52 @@ def _stage_blocks(stage: Stage) -> Iterator[Block]:
 
 
 def check_roles(spec: Spec, loc: Locator) -> None:
-    """Stem, body and head rules (docs/spec.md, "Where blocks may stand")."""
-    if not any(get_schema(b.name).tokenizer for b in walk(spec.stages[0])):
+    """Stem, body and head rules (docs/spec.md, "Where blocks may stand"), and what blocks need."""
+    blocks = [list(walk(stage)) for stage in spec.stages]
+    if not any(get_schema(b.name).tokenizer for b in blocks[0]):
         raise loc.error(f"a spec with no stem: the first stage has no tokenizer ({tokenizer_names()})",
-                        next(walk(spec.stages[0])), hint="start the spec with a stem, as in P16-... or CT3x2-...")
+                        blocks[0][0], hint="start the spec with a stem, as in P16-... or CT3x2-...")
     roles = stage_roles(spec)
-    head_names = ", ".join(n for n in list_blocks() if "head" in get_schema(n).roles)
-    for stage, role in zip(spec.stages, roles):
-        for b in walk(stage):
+    needy = []
+    for stage_blocks, role in zip(blocks, roles):
+        for b in stage_blocks:
             schema = get_schema(b.name)
             if role not in schema.roles:
+                head_names = ", ".join(n for n in list_blocks() if "head" in get_schema(n).roles)
                 raise _misplaced(b, schema, role, loc, head_names)
-            for key, _ in b.kwargs:
-                if key not in valid_keys(schema, role):
-                    raise loc.error(f"{b.name} in the {role} has no keyword {key!r}", b, key,
-                                    keyword_hint(schema, key, role))
-    stem = [b for b in _stage_blocks(spec.stages[0]) if not is_declaration(b)]
-    if not get_schema(stem[0].name).tokenizer:
-        raise loc.error(f"{stem[0].name} comes before the stem's tokenizer", stem[0],
+            if b.kwargs:
+                keys = _keys(schema, role)
+                for key, _ in b.kwargs:
+                    if key not in keys:
+                        raise loc.error(f"{b.name} in the {role} has no keyword {key!r}", b, key,
+                                        keyword_hint(schema, key, role))
+            if schema.needs or (b.kwargs and any(p.needs for p in schema.params)):
+                needy.append((b, schema))
+    first = next(b for _, b in Spec((spec.stages[0],)).expand() if not is_declaration(b))
+    if not get_schema(first.name).tokenizer:
+        raise loc.error(f"{first.name} comes before the stem's tokenizer", first,
                         hint=f"the stem starts with a tokenizer ({tokenizer_names()}), as in P16+POS")
     if roles[-1] == "head":
         _check_head(spec, loc)
-    num_cls, num_reg = num_tokens(spec, "cls"), num_tokens(spec, "reg")
-    for b in walk_all(spec):
-        schema = get_schema(b.name)
-        given = dict(b.kwargs)
-        needs = schema.needs + tuple(n for p in schema.params if p.needs and given.get(p.key) for n in p.needs)
-        lack = missing_needs(needs, num_cls, num_reg)
-        if lack:
-            raise loc.error(f"{b.name} needs {lack}", b, hint="declare them (e.g. P16+CLS1-...), or drop this block")
+    if needy:
+        num_cls, num_reg = num_tokens(spec, "cls"), num_tokens(spec, "reg")
+        for b, schema in needy:
+            given = dict(b.kwargs)
+            needs = schema.needs + tuple(n for p in schema.params if p.needs and given.get(p.key) for n in p.needs)
+            lack = missing_needs(needs, num_cls, num_reg)
+            if lack:
+                raise loc.error(f"{b.name} needs {lack}", b, hint="declare them (e.g. P16+CLS1-...), or drop this block")
 
 
-def walk_all(spec: Spec) -> Iterator[Block]:
-    """Every block node of a spec, once per occurrence in the tree (repeats not unrolled)."""
-    for stage in spec.stages:
-        yield from walk(stage)
+_KEYS: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def _keys(schema: BlockSchema, role: str) -> frozenset[str]:
+    """The keywords of ``schema`` in ``role`` (cached: schemas are immutable)."""
+    key = (id(schema), role)
+    if key not in _KEYS:
+        _KEYS[key] = frozenset(valid_keys(schema, role))
+    return _KEYS[key]
 
 
 def _misplaced(b: Block, schema: BlockSchema, role: str, loc: Locator, head_names: str) -> SpecError:
@@ -215,12 +226,24 @@ def _misplaced(b: Block, schema: BlockSchema, role: str, loc: Locator, head_name
 
 
 def num_tokens(spec: Spec, declares: str) -> int:
-    """Tokens of one sort (``cls`` or ``reg``) declared over the whole spec, repeats included."""
+    """Tokens of one sort (``cls`` or ``reg``) declared over the whole spec, repeats included (counted by
+    multiplying repeats, never by unrolling)."""
+    return sum(_declared(stage, declares) for stage in spec.stages)
+
+
+def _declared(stage: Stage, declares: str) -> int:
     total = 0
-    for _, b in spec.expand():
-        schema = get_schema(b.name)
-        if schema.declares == declares:
-            total += (schema.arg_default or 1) if b.arg is None else b.arg
+    for item in stage.items:
+        n = 0
+        for unit in item.chain:
+            node = unit.node
+            if isinstance(node, Block):
+                schema = get_schema(node.name)
+                if schema.declares == declares:
+                    n += unit.repeat * ((schema.arg_default or 1) if node.arg is None else node.arg)
+            else:
+                n += unit.repeat * _declared(node, declares)
+        total += item.repeat * n
     return total
 
 
