@@ -1,90 +1,115 @@
-"""timm registration of the spec files: ``timm.create_model("sdpnet_xl")`` builds ``specs/xl.json``.
+"""timm registration of the presets: ``timm.create_model("sdpnet_xl")`` builds ``specs/xl.json``.
 
-Every ``specs/*.json`` and ``specs/zoo/*.json`` becomes a timm model named after its ``"name"``, prefixed
-with ``sdpnet_`` when it does not start with it (``specs/zoo/vit_tiny_patch16_224.json`` is
-``sdpnet_vit_tiny_patch16_224``, so timm's own ``vit_tiny_patch16_224`` is never overwritten).
+Every preset (:mod:`sdpnet.presets`: ``specs/*.json``, ``specs/zoo/*.json``) becomes a timm model of the same
+name (``sdpnet_xl``, ``sdpnet_vit_tiny_patch16_224``: timm's own ``vit_tiny_patch16_224`` is never
+overwritten). Registration is explicit and order-independent: ``import sdpnet`` registers them as soon as timm
+is imported (before or after), ``sdpnet.register_timm()`` does it at once, and so does importing this module::
 
-Importing this module registers them; :mod:`sdpnet.builder` also registers them on import when timm is
-already imported (importing timm costs about 2 s, so the builder never imports it itself)::
-
-    import sdpnet.timm_models  # noqa: F401
+    import sdpnet, timm
     model = timm.create_model("sdpnet_xl", num_classes=10, drop_path_rate=0.2)
+    backbone = timm.create_model("sdpnet_fashion_mnist", features_only=True, out_indices=(1, 6))
 
-timm's keywords ``drop_rate`` and ``drop_path_rate`` map to the spec hyperparameters ``dropout`` and
-``drop_path``; every other keyword is a spec override (``dim=96``, ``img_size=32``, ...), checked by the
-spec resolver like any override. There are no pretrained weights: ``pretrained=True`` is an error.
+Models are built through timm's ``build_model_with_cfg``, so timm's keywords behave as for timm's models:
+``num_classes`` (0: pre-logits features), ``in_chans``, ``img_size``, ``drop_rate`` and ``drop_path_rate``
+(the spec's ``dropout`` and ``drop_path``), ``global_pool`` (``""``: no pooling), ``features_only`` with
+``out_indices`` and ``feature_cls`` (default ``"getter"``: ``forward_intermediates``), ``device``, ``dtype``,
+``pretrained_cfg_overlay``. Every spec hyperparameter is a keyword too (``dim=96``, ``heads=4``); any other
+keyword is a ``TypeError``. The registered ``pretrained_cfg`` of each name is the one the model reports
+(:func:`sdpnet.builder.timm_cfg`). There are no pretrained weights: ``pretrained=True`` is an error.
 """
 from __future__ import annotations
 
-import json
-from contextlib import nullcontext
+import contextlib
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from timm.models import build_model_with_cfg, is_model, register_model
 from torch import nn
 
-SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+from sdpnet import presets
+from sdpnet.builder import SpecNet, build, default_out_indices, feature_info, make_block, timm_cfg
+from sdpnet.spec import load_spec, resolve
+from sdpnet.spec.files import hparam_types
+from sdpnet.text import suggest
 
 # timm's create_model keywords -> spec hyperparameters.
-_TIMM_KWARGS = {"drop_rate": "dropout", "drop_path_rate": "drop_path"}
+TIMM_KWARGS = {"drop_rate": "dropout", "drop_path_rate": "drop_path"}
+# timm's keywords the entry point handles itself (not spec hyperparameters).
+_MODEL_KWARGS = ("device", "dtype", "global_pool")
 
 default_cfgs: dict[str, dict[str, Any]] = {}  # read by timm's register_model (one pretrained cfg per model)
 _REGISTERED: dict[str, Path] = {}
 
 
-def spec_files() -> list[Path]:
-    """The preset spec files: ``specs/*.json`` then ``specs/zoo/*.json``, sorted."""
-    return sorted(SPECS_DIR.glob("*.json")) + sorted((SPECS_DIR / "zoo").glob("*.json"))
-
-
-def timm_name(spec_name: str) -> str:
-    """The timm model name of a spec named ``spec_name`` (``sdpnet_`` prefixed unless already)."""
-    return spec_name if spec_name.startswith("sdpnet_") else f"sdpnet_{spec_name}"
-
-
 def register_timm_models() -> dict[str, Path]:
-    """Register every preset spec file with timm (idempotent); returns ``{timm name: spec file}``."""
-    from timm.models import is_model, register_model
-
-    for path in spec_files():
-        with open(path) as f:
-            hparams = json.load(f)
-        name = timm_name(str(hparams.get("name") or path.stem))
-        known = _REGISTERED.get(name)
-        if known is not None:
-            if known != path:
-                raise ValueError(f"{path} and {known} both register the timm model {name!r}; rename one spec")
+    """Register every preset with timm (idempotent); returns ``{timm name: spec file}``."""
+    for name, path in presets.presets().items():
+        if name in _REGISTERED:
             continue
         if is_model(name):
             raise ValueError(f"timm already has a model named {name!r} that is not sdpnet's; rename {path}")
-        img_size = int(hparams.get("img_size", 224))
-        default_cfgs[name] = {
-            "url": "",
-            "num_classes": int(hparams.get("num_classes", 1000)),
-            "input_size": (int(hparams.get("in_chans", 3)), img_size, img_size),
-        }
-        register_model(_entrypoint(name, path, str(hparams.get("description", ""))))
+        model_spec = load_spec(path)
+        plan = resolve(model_spec)
+        with torch.device("meta"):  # the stem names the first convolution; nothing is allocated
+            stem = nn.Sequential(*(make_block(layer) for layer in plan.layers if layer.role == "stem"))
+        default_cfgs[name] = timm_cfg(plan, stem, model_spec)
+        register_model(_entrypoint(name, path, str(model_spec.hparams.get("description", ""))))
         _REGISTERED[name] = path
     return dict(_REGISTERED)
 
 
+def spec_overrides(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """timm keywords -> spec overrides (``drop_rate`` -> ``dropout``, ...); anything else is a ``TypeError``."""
+    valid = hparam_types()
+    out: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        target = TIMM_KWARGS.get(key, key)
+        if target not in valid or target in ("name", "description"):
+            known = [*TIMM_KWARGS, *_MODEL_KWARGS, "features_only", "out_indices", "feature_cls",
+                     *(k for k in valid if k not in ("name", "description"))]
+            raise TypeError(f"{name}() got an unexpected keyword argument {key!r}; "
+                            f"{suggest(key, known, 'valid keywords')}")
+        if target == "img_size" and isinstance(value, (tuple, list)):
+            if len(value) != 2 or value[0] != value[1]:
+                raise ValueError(f"{name}: img_size={tuple(value)}: sdpnet specs are built for square inputs "
+                                 f"(any input size runs afterwards); give one int")
+            value = value[0]
+        out[target] = value
+    return out
+
+
+def _create(name: str, path: Path, **kwargs: Any) -> SpecNet:
+    """The model timm's ``build_model_with_cfg`` instantiates: the preset with ``kwargs`` as overrides."""
+    device, dtype, global_pool = (kwargs.pop(k, None) for k in _MODEL_KWARGS)
+    overrides = spec_overrides(name, kwargs)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = build(path, **overrides)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    if global_pool is not None and global_pool != model.global_pool:
+        model.reset_classifier(model.num_classes, global_pool)
+    return model
+
+
 def _entrypoint(name: str, path: Path, description: str) -> Callable[..., nn.Module]:
-    def create(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
-               cache_dir: Any = None, **kwargs: Any) -> nn.Module:
+    def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise ValueError(f"{name}: sdpnet publishes no pretrained weights; create it with pretrained=False")
-        device = kwargs.pop("device", None)
-        dtype = kwargs.pop("dtype", None)
-        from sdpnet.builder import build
-
-        with torch.device(device) if device is not None else nullcontext():
-            model = build(str(path), **{_TIMM_KWARGS.get(k, k): v for k, v in kwargs.items()})
-        return model.to(dtype=dtype) if dtype is not None else model
+        feature_cfg = {"feature_cls": "getter", **(kwargs.pop("feature_cfg", None) or {})}
+        if kwargs.get("features_only") and "out_indices" not in kwargs and "out_indices" not in feature_cfg:
+            spec_kwargs = {k: v for k, v in kwargs.items()
+                           if k not in (*_MODEL_KWARGS, "features_only", "feature_cls", "pretrained_cfg",
+                                        "pretrained_cfg_overlay", "cache_dir")}
+            plan = resolve(load_spec(path, **spec_overrides(name, spec_kwargs)))
+            feature_cfg["out_indices"] = default_out_indices(feature_info(plan))
+        return build_model_with_cfg(functools.partial(_create, name, path), name, pretrained=False,
+                                    feature_cfg=feature_cfg, **kwargs)
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__
-    create.__doc__ = f"{description} ({path.relative_to(SPECS_DIR.parent)})"
+    create.__doc__ = f"{description} ({path.name})"
     return create
 
 

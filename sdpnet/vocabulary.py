@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width, declare_block
 
-ACTS = ("gelu", "relu", "kelu", "silu", "tanh", "none")
-NORMS = ("bn", "ln", "none")
+ACTS = ("gelu", "relu", "kelu", "silu", "tanh", "none", "starrelu", "sqrelu")
+NORMS = ("bn", "ln", "none", "lnnb", "gn1")  # lnnb: LayerNorm without bias; gn1: GroupNorm, one group
 INITS = ("timm", "cct")  # initialisation schemes (hyperparameter ``init``)
 MAX_KERNEL = 1_023
 
@@ -54,6 +54,8 @@ _RATIO = Param("r", "mlp_ratio", float, "mlp_ratio", 4.0, doc="hidden width / wi
 _GLU = Param("glu", "gated", bool, "gated", False, doc="gated (GLU-style) FFN")
 _DROP = Param("drop", "drop", float, "dropout", 0.0, doc="dropout in the FFN", range=Range(0, 1))
 _STRIDE = Range(1, 1_024)
+_RS = Param("rs", "res_scale", float, "res_scale", 0.0, range=Range(0, 1e4),
+            doc="ResScale init value: a learnable per-channel scale of the shortcut (0 = off)")
 
 
 def _eps(default: float) -> Param:
@@ -64,9 +66,11 @@ def _eps(default: float) -> Param:
 for schema in (
     BlockSchema(
         "P", ("stem",), "layer", "patch_size", True, arg_range=Range(1, 1_024),
-        params=(_D, _BIAS, _norm("none"), _act(None, "none")),
+        params=(_D, _BIAS, _norm("none", "down_norm"), _act(None, "none"),
+                Param("k", "kernel_size", int, None, None, range=KERNEL,
+                      doc="conv kernel (default n); k > n overlaps the patches, padding (k - n + 1) // 2")),
         tokenizer=True, width=Width("d"), stride="patch_size",
-        doc="patchify: n x n conv with stride n (then optional activation and norm, as ConvMixer)",
+        doc="patchify: n x n conv with stride n (then optional activation and norm, as ConvMixer; k=: overlapping)",
         example="P16(d=384)",
     ),
     BlockSchema(
@@ -106,14 +110,18 @@ for schema in (
             replace(_RATIO, roles=("body",)),
             _act(roles=("body",)),
             _norm("bn", "conv_norm", roles=("body",)),
-            Param("bias", "bias", bool, None, True, roles=("body",), doc="bias in the 1x1 convolutions"),
+            Param("bias", "bias", bool, "mlp_bias", True, roles=("body",), doc="bias in the 1x1 convolutions"),
             replace(_LS, roles=("body",)),
+            replace(_RS, roles=("body",)),
             replace(_GLU, roles=("body",), doc="gated (GLU-style) MLP"),
             Param("h", "hidden", int, "head_hidden", None, roles=("head",),
                   doc="head: hidden width (default: the current width)", range=WIDTH),
+            Param("hact", "hidden_act", str, "head_act", "tanh", ACTS, ("head",), "head: hidden activation"),
+            Param("hnorm", "hidden_norm", str, "head_norm", "none", NORMS, ("head",),
+                  "head: norm after the hidden activation (MetaFormer: ln)"),
         ),
         residual=True, context={"body": (), "head": ("num_classes",)},
-        doc="body: channel MLP on the image tokens, residual; head: norm, hidden layer with tanh, classifier",
+        doc="body: channel MLP on the image tokens, residual; head: norm, hidden layer (tanh), classifier",
         example="MLP(r=2)",
     ),
     BlockSchema(
@@ -125,6 +133,11 @@ for schema in (
             Param("bias", "qkv_bias", bool, "qkv_bias", True, doc="bias in the qkv projection"),
             Param("qkn", "qk_norm", bool, "qk_norm", False, doc="LayerNorm on queries and keys"),
             _LS, _GLU, _DROP,
+            Param("norm", "norm", str, "enc_norm", "ln", ("ln", "lnnb"),
+                  doc="the two LayerNorms: ln, or lnnb without bias (CAFormer)"),
+            Param("pbias", "proj_bias", bool, "proj_bias", True, doc="bias of the attention's output projection"),
+            Param("mbias", "mlp_bias", bool, "mlp_bias", True, doc="bias of the FFN's two layers"),
+            _RS,
             Param("adrop", "attn_drop", float, "attn_dropout", 0.0, doc="dropout on the attention weights",
                   range=Range(0, 1)),
             Param("pdrop", "proj_drop", float, "proj_dropout", 0.0,
@@ -140,9 +153,11 @@ for schema in (
     ),
     BlockSchema(
         "DOWN", ("body",), "tokens", "factor", True, arg_range=_STRIDE,
-        params=(replace(_D, doc="new width (default: twice the current width)"), _norm("bn", "conv_norm")),
+        params=(replace(_D, doc="new width (default: twice the current width)"), _norm("bn", "down_norm"),
+                Param("k", "kernel_size", int, "down_kernel", None, range=KERNEL,
+                      doc="conv kernel (default n; MetaFormer: k=3 with n=2), padding (k - n + 1) // 2")),
         width=Width("d", factor=2), stride="factor", context=("num_tokens",),
-        doc="downsample the image tokens by n (norm + n x n conv stride n); tokens get a linear projection",
+        doc="downsample the image tokens by n (norm + k x k conv stride n, k = n unless given); tokens get a linear projection",
         example="DOWN2(d=256)",
     ),
     BlockSchema("POS", ("stem", "body"), "layer",
@@ -175,3 +190,46 @@ for schema in (
                 default_for=("classifier",), doc="linear classifier (after a norm)", example="GAP+LIN"),
 ):
     declare_block(schema)
+
+# The hybrid design space (ConvNeXt, MetaFormer, MLP-Mixer): residual layers usable wherever a layer stands.
+declare_block(BlockSchema(
+    "CNX", ("body",), "layer", "kernel_size", False, 7, arg_range=ODD_KERNEL,
+    params=(_RATIO, _act(), _norm("ln", "conv_norm"),
+            Param("bias", "bias", bool, None, True, doc="bias of the depthwise conv and the MLP"),
+            replace(_LS, default=1e-6)),
+    residual=True,
+    doc="ConvNeXt block: x + ls * fc2(act(fc1(norm(depthwise_k(x))))), MLP ratio r",
+    example="CNX7x3-DOWN2",
+))
+declare_block(BlockSchema(
+    "POOL", ("body",), "layer", "pool_size", False, 3, arg_range=ODD_KERNEL,
+    params=(_norm("gn1", "conv_norm"), replace(_LS, default=1e-5), _RS),
+    residual=True,
+    doc="PoolFormer token mixer: x + ls * (avgpool_k(n) - n), n = norm(x) (stride 1, padding not counted)",
+    example="POOL3+MLP",
+))
+declare_block(BlockSchema(
+    "SEP", ("body",), "layer", "kernel_size", False, 7, arg_range=ODD_KERNEL,
+    params=(Param("r", "expansion_ratio", float, None, 2.0, doc="hidden width / width",
+                  range=Range(0, 64, lo_open=True)),
+            _act("act", "starrelu"), _norm("lnnb", "conv_norm"),
+            Param("bias", "bias", bool, None, False, doc="bias of the three convolutions"), _LS, _RS),
+    residual=True,
+    doc="ConvFormer token mixer: x + ls * pw2(depthwise_k(act(pw1(norm(x))))), pw1 to r x width",
+    example="SEP7+MLP",
+))
+declare_block(BlockSchema(
+    "TMLP", ("body",), "layer",
+    params=(Param("r", "mlp_ratio", float, None, 0.5, range=Range(0, 64, lo_open=True),
+                  doc="hidden width / channels (MLP-Mixer: 0.5)"),
+            _act(), _norm("ln", "conv_norm"), _BIAS),
+    residual=True, context=("grid",),
+    doc="MLP-Mixer token mixing: x + an MLP over the H*W positions of each channel of norm(x) "
+        "(resampled for other grids)",
+    example="TMLP+MLP",
+))
+declare_block(BlockSchema(
+    "NORM", ("stem", "body"), "layer", params=(_norm("ln", "conv_norm"),),
+    doc="a norm over the channels of the image tokens, on its own",
+    example="...-NORM-GAP+LIN(norm=none)",
+))

@@ -329,10 +329,9 @@ def test_official_defaults_are_set(name: str) -> None:
     for enc, blk in zip(encs, ref.classifier.blocks, strict=True):
         assert enc.post_norm
         assert enc.attn.attn_drop.p == blk.self_attn.attn_drop.p == 0.1
-        assert enc.attn.proj_drop.p == enc.mlp.drop1.p == enc.mlp.drop2.p == 0.0
-        rate = enc.drop_path1.drop_prob if blk.drop_path_rate > 0 else 0.0
-        assert enc.drop_path1 is not enc.drop_path2 or rate == 0.0
-        assert rate == pytest.approx(blk.drop_path_rate, abs=1e-7)
+        assert enc.attn.proj_drop.p == enc.mlp.drop1.p == enc.mlp.drop2.p == blk.dropout1.p == 0.0
+        rates = [getattr(d, "drop_prob", 0.0) for d in (enc.drop_path1, enc.drop_path2)]  # Identity: 0
+        assert rates == pytest.approx([blk.drop_path_rate] * 2, abs=1e-7)
     norms = [m for m in ours.modules() if isinstance(m, nn.LayerNorm)]
     assert len(norms) == 2 * len(encs) + 1 and all(m.eps == 1e-5 for m in norms)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from sdpnet.blocks.act import GatedAct, get_act
 from sdpnet.blocks.drop import make_drop_path, make_layer_scale
-from sdpnet.blocks.norm import LN_EPS
+from sdpnet.blocks.norm import LN_EPS, get_norm1d
 from sdpnet.registry import register_block
 
 
@@ -26,10 +26,11 @@ class Attention(nn.Module):
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after ``proj``.
         eps: LayerNorm eps of the query/key norms.
+        proj_bias: bias of ``proj``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, eps: float = LN_EPS) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, eps: float = LN_EPS, proj_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"ENC: width {dim} is not divisible by {num_heads} heads; pick h dividing {dim}")
@@ -39,7 +40,7 @@ class Attention(nn.Module):
         self.q_norm = nn.LayerNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=eps) if qk_norm else nn.Identity()
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
@@ -68,14 +69,16 @@ class Mlp(nn.Module):
         act: activation.
         gated: GLU-style gating (``act(a) * b``).
         drop: dropout after the activation and after ``fc2``.
+        bias: bias of ``fc1`` and ``fc2``.
     """
 
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", gated: bool = False, drop: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", gated: bool = False, drop: float = 0.0,
+                 bias: bool = True) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, 2 * hidden if gated else hidden)
+        self.fc1 = nn.Linear(dim, 2 * hidden if gated else hidden, bias=bias)
         self.act = GatedAct(get_act(act), dim=-1) if gated else get_act(act)
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,22 +112,30 @@ class EncoderBlock(nn.Module):
         proj_drop: dropout after the attention's output projection (CCT: its ``dropout``).
         post_norm: CCT's layout (above) instead of pre-norm.
         eps: eps of every LayerNorm in the block (timm 1e-6, CCT 1e-5).
+        norm: ``ln`` LayerNorm, or ``lnnb`` LayerNorm without bias (CAFormer), for ``norm1`` and ``norm2``.
+        proj_bias: bias of the attention's output projection.
+        mlp_bias: bias of the FFN's two layers.
+        res_scale: ResScale init value: learnable per-channel scales ``rs1``/``rs2`` of the two shortcuts
+            (0: off; CAFormer: 1), as MetaFormer's ``x = rs(x) + ls(branch)``.
     """
 
     def __init__(self, in_dim: int, num_heads: int, mlp_ratio: float = 4.0, act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
                  drop: float = 0.0, drop_path: float = 0.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 post_norm: bool = False, eps: float = LN_EPS) -> None:
+                 post_norm: bool = False, eps: float = LN_EPS, norm: str = "ln", proj_bias: bool = True,
+                 mlp_bias: bool = True, res_scale: float = 0.0) -> None:
         super().__init__()
         dim = in_dim
         self.post_norm = post_norm
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.rs1 = make_layer_scale(dim, res_scale)
+        self.norm1 = get_norm1d(norm, dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
-                              proj_drop=proj_drop, eps=eps)
+                              proj_drop=proj_drop, eps=eps, proj_bias=proj_bias)
         self.ls1 = make_layer_scale(dim, layer_scale)
         self.drop_path1 = make_drop_path(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, gated=gated, drop=drop)
+        self.rs2 = make_layer_scale(dim, res_scale)
+        self.norm2 = get_norm1d(norm, dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act, gated=gated, drop=drop, bias=mlp_bias)
         self.ls2 = make_layer_scale(dim, layer_scale)
         self.drop_path2 = make_drop_path(drop_path)
 
@@ -133,8 +144,8 @@ class EncoderBlock(nn.Module):
         ``num_queries`` tokens, (B, num_queries, C): they attend over all N and nothing is computed for the
         rest (a final block whose image output is never read)."""
         q = s if num_queries is None else s[:, :num_queries]
-        q = q + self.drop_path1(self.ls1(self.attn(self.norm1(s), num_queries)))
+        q = self.rs1(q) + self.drop_path1(self.ls1(self.attn(self.norm1(s), num_queries)))
         if self.post_norm:
             q = self.norm2(q)
-            return q + self.drop_path2(self.ls2(self.mlp(q)))
-        return q + self.drop_path2(self.ls2(self.mlp(self.norm2(q))))
+            return self.rs2(q) + self.drop_path2(self.ls2(self.mlp(q)))
+        return self.rs2(q) + self.drop_path2(self.ls2(self.mlp(self.norm2(q))))

@@ -82,7 +82,7 @@ class _EmptyTokens(nn.Module):
 
 @register_block("DOWN")
 class Downsample(nn.Module):
-    """Downsample the image by ``factor`` (norm, ``n x n`` conv with stride ``n``); tokens get ``Linear(in, out)``.
+    """Downsample the image by ``factor`` (norm, ``k x k`` conv with stride ``n``); tokens get ``Linear(in, out)``.
 
     The token projection exists only when the network declares tokens (``num_tokens > 0``), so a spec's
     parameter count includes ``in_dim * dim + dim`` per ``DOWN`` exactly when it has ``CLS``/``REG`` tokens.
@@ -93,12 +93,16 @@ class Downsample(nn.Module):
         dim: output width.
         norm: ``bn``, ``ln`` or ``none``, before the conv.
         num_tokens: class + register tokens in the network.
+        kernel_size: conv kernel ``k`` (default ``factor``: ConvNeXt's 2x2 stride 2; MetaFormer: 3x3 stride 2),
+            padding ``(k - factor + 1) // 2``, so the grid is divided by exactly ``factor``.
     """
 
-    def __init__(self, in_dim: int, factor: int, dim: int, norm: str = "bn", num_tokens: int = 0) -> None:
+    def __init__(self, in_dim: int, factor: int, dim: int, norm: str = "bn", num_tokens: int = 0,
+                 kernel_size: int | None = None) -> None:
         super().__init__()
+        k = kernel_size or factor
         self.norm = get_norm2d(norm, in_dim)
-        self.conv = nn.Conv2d(in_dim, dim, factor, stride=factor)
+        self.conv = nn.Conv2d(in_dim, dim, k, stride=factor, padding=max(0, (k - factor + 1) // 2))
         self.token_proj = nn.Linear(in_dim, dim) if num_tokens > 0 else _EmptyTokens(dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sdpnet.blocks.act import get_act
 from sdpnet.blocks.norm import LN_EPS, get_norm1d, get_norm2d
 from sdpnet.registry import register_block
 
@@ -113,21 +114,27 @@ class LinearHead(_Classifier):
 
 @register_block("MLP", role="head")
 class MlpHead(_Classifier):
-    """ViT-style MLP head: ``fc(act(pre(norm(f))))`` with LayerNorm (eps 1e-6) and tanh.
+    """ViT-style MLP head: ``fc(hidden_norm(act(pre(norm(f)))))`` with LayerNorm (eps 1e-6), tanh, no hidden norm.
+
+    With ``hidden_act="sqrelu"`` and ``hidden_norm="ln"`` it is MetaFormer's ``MlpHead`` (after its pooled norm).
 
     Args:
         in_dim: feature width.
         num_classes: classes (0: no ``fc``).
         hidden: hidden width (default ``in_dim``).
+        hidden_act: activation of the hidden layer.
+        hidden_norm: norm after that activation (``none``, ``ln``, ...).
     """
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None) -> None:
+    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None, hidden_act: str = "tanh",
+                 hidden_norm: str = "none") -> None:
         super().__init__()
         hidden = hidden or in_dim
         self.norm = nn.LayerNorm(in_dim, eps=LN_EPS)
         self.pre = nn.Linear(in_dim, hidden)
-        self.act = nn.Tanh()
+        self.act = get_act(hidden_act)
+        self.hidden_norm = get_norm1d(hidden_norm, hidden)
         self._set_fc(hidden, num_classes)
 
     def pre_logits(self, f: torch.Tensor) -> torch.Tensor:
-        return self.act(self.pre(self.norm(f)))
+        return self.hidden_norm(self.act(self.pre(self.norm(f))))

@@ -23,12 +23,16 @@ class PatchEmbed(nn.Module):
         bias: conv bias.
         norm: ``bn``, ``ln`` or ``none``, after the activation.
         act: activation after the conv (``none`` by default).
+        kernel_size: conv kernel (default ``patch_size``); a larger one overlaps the patches (MetaFormer's stem:
+            ``P4(k=7)``, a 7x7 conv with stride 4), with padding ``(k - patch_size + 1) // 2`` so that the grid
+            is still the input divided by ``patch_size``.
     """
 
     def __init__(self, in_dim: int, patch_size: int, dim: int, bias: bool = True,
-                 norm: str = "none", act: str = "none") -> None:
+                 norm: str = "none", act: str = "none", kernel_size: int | None = None) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_dim, dim, patch_size, stride=patch_size, bias=bias)
+        k = kernel_size or patch_size
+        self.proj = nn.Conv2d(in_dim, dim, k, stride=patch_size, padding=max(0, (k - patch_size + 1) // 2), bias=bias)
         self.act = get_act(act)
         self.norm = get_norm2d(norm, dim)
 
