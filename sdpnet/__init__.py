@@ -30,12 +30,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def build(spec: Any, **overrides: Any) -> "SpecNet":
+def build(spec: Any, pretrained: Any = None, **overrides: Any) -> "SpecNet":
     """Build a model from a preset name (``sdpnet_xl``), a spec file path, a spec string, a :class:`Spec` or a
-    :class:`ModelSpec`; ``overrides`` replace its hyperparameters."""
+    :class:`ModelSpec`; ``overrides`` replace its hyperparameters. ``pretrained``: load weights from a
+    ``.safetensors`` export, a ``checkpoint.pt`` or a run folder (no pickle; see :mod:`sdpnet.weights`)."""
     from sdpnet.builder import build as _build
 
-    return _build(spec, **overrides)
+    return _build(spec, pretrained=pretrained, **overrides)
 
 
 def register_timm() -> list[str]:

@@ -1,4 +1,6 @@
-"""Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``docs``, ``summary ...``, ``plot ...``.
+"""Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``docs``, ``summary ...``, ``plot ...``,
+``sweep ...`` (train a set of specs with one recipe) and ``compare ...`` (a leaderboard over runs).
+After training: ``evaluate``, ``predict``, ``export`` and ``attention`` on a run folder (each with ``--help``).
 
 A bad spec prints the error (with the caret under the offending text) and exits with status 2.
 """
@@ -46,12 +48,31 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+# after-training subcommands: name -> (module, help); each module has main(argv) and imports torch itself
+AFTER_TRAINING = {
+    "evaluate": ("sdpnet.evaluate", "loss, top-1/5, per-class accuracy, confusion matrix, resolution sweep of a run"),
+    "predict": ("sdpnet.predict", "top-k classes of image files, preprocessed as the run validates"),
+    "export": ("sdpnet.export", "write a run's model as safetensors, ONNX or a torch.export program (checked)"),
+    "attention": ("sdpnet.attention_maps", "draw what each class token attends to, per layer and head"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad spec)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("summary", "plot"):
+    if argv and argv[0] in AFTER_TRAINING:
+        import importlib
+
+        return importlib.import_module(AFTER_TRAINING[argv[0]][0]).main(argv[1:])
+    if argv and argv[0] in ("summary", "plot", "sweep", "compare", "gallery"):
         if argv[0] == "summary":
             from sdpnet.summary import main as sub
+        elif argv[0] == "gallery":
+            from sdpnet.gallery import main as sub
+        elif argv[0] == "sweep":
+            from sdpnet.sweep import main as sub
+        elif argv[0] == "compare":
+            from sdpnet.compare import main as sub
         else:
             from sdpnet.train.plot import main as sub
         try:
@@ -72,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.set_defaults(run=_docs)
     sub.add_parser("summary", help="layer table and parameter counts of a spec (see summary --help)")
     sub.add_parser("plot", help="plot training curves (see plot --help)")
+    sub.add_parser("gallery", help="the hybrids of specs/gallery with params and FLOPs (see gallery --help)")
+    for name, (_, text) in AFTER_TRAINING.items():
+        sub.add_parser(name, help=f"{text} (see {name} --help)")
+    sub.add_parser("sweep", help="train a set of specs with one recipe, one run folder each (see sweep --help)")
+    sub.add_parser("compare", help="leaderboard, Pareto plot and curves of training runs (see compare --help)")
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -413,11 +413,17 @@ def sequence_runs(kinds: tuple[str, ...]) -> list[tuple[int, int]]:
     return runs
 
 
-def build(spec: Any, **overrides: Any) -> SpecNet:
+def build(spec: Any, pretrained: Any = None, **overrides: Any) -> SpecNet:
     """Build a model from a spec file path, a spec string, a ``Spec``/``ModelSpec`` or a resolved ``Plan``.
 
-    ``overrides`` replace the spec's hyperparameters (``dim=96``, ``num_classes=10``).
+    ``overrides`` replace the spec's hyperparameters (``dim=96``, ``num_classes=10``). ``pretrained``: a
+    ``.safetensors`` file (``python -m sdpnet export``), a ``checkpoint.pt`` or a run folder to load the
+    weights from (:func:`sdpnet.weights.build_pretrained`).
     """
+    if pretrained is not None:
+        from sdpnet.weights import build_pretrained
+
+        return build_pretrained(spec, pretrained, **overrides)
     if isinstance(spec, Plan):
         if overrides:
             raise ValueError(f"a resolved Plan takes no overrides (got {sorted(overrides)}); resolve with them")

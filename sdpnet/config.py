@@ -386,9 +386,8 @@ def load_config(argv: list[str], config: Config | None = None) -> Config:
     for path, param in config.entries.items():
         key = ".".join(path)
         if path in values and values[path][0] is None:
-            default = "required" if param.required else repr(param.default)
-            errors.append(f"--{key} is null ({values[path][1]}): give {param.checker.help()}, or leave the "
-                          f"key out for the default ({default})")
+            fix = "(it is required)" if param.required else f"or leave the key out for the default ({param.default!r})"
+            errors.append(f"--{key} is null ({values[path][1]}): give {param.checker.help()} {fix}")
             continue
         raw, origin = values.get(path, (param.default, "default"))
         if raw is None:

@@ -1,4 +1,4 @@
-"""The shipped spec files (``specs/*.json``, ``specs/zoo/*.json``) by name: ``sdpnet_xl``, ``sdpnet_vit_cifar``. No torch.
+"""The shipped spec files (``specs/*.json``, ``specs/zoo/*.json``) by name (``sdpnet_xl``). No torch.
 
 Every spec file is known by its ``"name"``, prefixed with ``sdpnet_`` when it does not start with it
 (``specs/zoo/vit_tiny_patch16_224.json`` is ``sdpnet_vit_tiny_patch16_224``, so timm's own

@@ -2,7 +2,11 @@
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one forward of a (1, 3, res, res)
 zero image: matrix multiplies, convolutions and attention (2 FLOPs per multiply-add; MACs = FLOPs / 2);
-norms, activations and pooling are not counted, as in fvcore/timm tables. The count is of the full network
+norms, activations and pooling are not counted, as in fvcore/timm tables. The command line builds the model
+on the meta device (shapes only: nothing is allocated or computed, so a 100M-parameter spec costs
+milliseconds); there attention runs as its two matrix products, and on a real CPU model
+``scaled_dot_product_attention`` gets the same formula, so the count is what FlopCounterMode gives timm's
+models with fused attention off (``tests/test_families.py``: equal for every zoo spec). The count is of the full network
 (``forward_features`` then ``forward_head``), as published tables give it, not of ``forward``'s shortcut for a
 final encoder read only through its class tokens. Encoder blocks inside a run of two or more show the joint
 sequence ``[tokens, image]`` (B, T + HW, C) as their output.
@@ -58,7 +62,9 @@ class _FullNetwork(nn.Module):
 
 
 def summarize(model: SpecNet, res: int) -> dict[str, Any]:
-    """Per-layer rows and totals of ``model`` for a (1, C, res, res) input: params, FLOPs, output shapes."""
+    """Per-layer rows and totals of ``model`` for a (1, C, res, res) input: params, FLOPs, output shapes.
+
+    The input is made on the model's device (the meta device counts without computing)."""
     named: list[tuple[str, str, nn.Module]] = []
     stem = [layer for layer in model.plan.layers if layer.role == "stem"]
     body = [layer for layer in model.plan.layers if layer.role == "body"]
@@ -71,9 +77,10 @@ def summarize(model: SpecNet, res: int) -> dict[str, Any]:
     shapes: dict[str, str] = {}
     hooks = [m.register_forward_hook(lambda mod, args, out, name=name: shapes.__setitem__(name, _shape(out)))
              for name, _, m in named]
+    device = next(model.parameters()).device
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
-            _FullNetwork(model)(torch.zeros(1, model.plan.in_chans, res, res))
+            _FullNetwork(model)(torch.zeros(1, model.plan.in_chans, res, res, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -118,7 +125,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
-        model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
+        with torch.device("meta"):  # shapes only: see the module docstring
+            model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
         res = model.plan.img_size if args.res is None else args.res
         if res < 1 or res % model.stride:
             raise ValueError(f"--res {res} is not divisible by the model's stride {model.stride}; "

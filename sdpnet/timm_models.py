@@ -15,7 +15,8 @@ Models are built through timm's ``build_model_with_cfg``, so timm's keywords beh
 ``out_indices`` and ``feature_cls`` (default ``"getter"``: ``forward_intermediates``), ``device``, ``dtype``,
 ``pretrained_cfg_overlay``. Every spec hyperparameter is a keyword too (``dim=96``, ``heads=4``); any other
 keyword is a ``TypeError``. The registered ``pretrained_cfg`` of each name is the one the model reports
-(:func:`sdpnet.builder.timm_cfg`). There are no pretrained weights: ``pretrained=True`` is an error.
+(:func:`sdpnet.builder.timm_cfg`). sdpnet publishes no weights to download: ``pretrained=True`` loads your own
+file, ``pretrained_cfg_overlay=dict(file="model.safetensors")`` (``python -m sdpnet export``), else is an error.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from sdpnet.builder import SpecNet, build, default_out_indices, feature_info, ma
 from sdpnet.spec import load_spec, resolve
 from sdpnet.spec.files import hparam_types
 from sdpnet.text import suggest
+from sdpnet.weights import timm_pretrained_file
 
 # timm's create_model keywords -> spec hyperparameters.
 TIMM_KWARGS = {"drop_rate": "dropout", "drop_path_rate": "drop_path"}
@@ -80,12 +82,13 @@ def spec_overrides(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _create(name: str, path: Path, **kwargs: Any) -> SpecNet:
-    """The model timm's ``build_model_with_cfg`` instantiates: the preset with ``kwargs`` as overrides."""
+def _create(name: str, path: Path, file: Path | None = None, **kwargs: Any) -> SpecNet:
+    """The model timm's ``build_model_with_cfg`` instantiates: the preset with ``kwargs`` as overrides, with the
+    weights in ``file`` (:func:`sdpnet.weights.build_pretrained`) when given."""
     device, dtype, global_pool = (kwargs.pop(k, None) for k in _MODEL_KWARGS)
     overrides = spec_overrides(name, kwargs)
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = build(path, **overrides)
+        model = build(path, pretrained=file, **overrides)
     if dtype is not None:
         model.to(dtype=dtype)
     if global_pool is not None and global_pool != model.global_pool:
@@ -95,8 +98,7 @@ def _create(name: str, path: Path, **kwargs: Any) -> SpecNet:
 
 def _entrypoint(name: str, path: Path, description: str) -> Callable[..., nn.Module]:
     def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(f"{name}: sdpnet publishes no pretrained weights; create it with pretrained=False")
+        file = timm_pretrained_file(name, kwargs) if pretrained else None  # your own weights: a file or an error
         feature_cfg = {"feature_cls": "getter", **(kwargs.pop("feature_cfg", None) or {})}
         if kwargs.get("features_only") and "out_indices" not in kwargs and "out_indices" not in feature_cfg:
             spec_kwargs = {k: v for k, v in kwargs.items()
@@ -104,7 +106,7 @@ def _entrypoint(name: str, path: Path, description: str) -> Callable[..., nn.Mod
                                         "pretrained_cfg_overlay", "cache_dir")}
             plan = resolve(load_spec(path, **spec_overrides(name, spec_kwargs)))
             feature_cfg["out_indices"] = default_out_indices(feature_info(plan))
-        return build_model_with_cfg(functools.partial(_create, name, path), name, pretrained=False,
+        return build_model_with_cfg(functools.partial(_create, name, path, file), name, pretrained=False,
                                     feature_cfg=feature_cfg, **kwargs)
 
     create.__name__ = create.__qualname__ = name

@@ -1,7 +1,8 @@
-"""The strict fastargs wrapper: sources, bool parsing, unknown keys, bad types, exit status 2."""
+"""The strict config layer: sources, bool parsing, unknown keys, bad types, bounds, NaN, null, exit status 2."""
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from fastargs.decorators import param, section
 from fastargs.validation import And, InRange, OneOf
 
 from conftest import run_script
-from sdpnet.config import Bool, ConfigError, config_to_dict, load_config, parse_config
+from sdpnet.config import (Bool, ConfigError, altering_keys, config_to_dict, load_config, load_options, option,
+                           options_dict, parse_config, parse_options)
 
 
 def make_config() -> Config:
@@ -83,7 +85,7 @@ class TestBool:
 
     def test_rejects_other_text(self):
         """'maybe' is not a boolean."""
-        with pytest.raises(ConfigError, match="--data.strict='maybe'.*boolean"):
+        with pytest.raises(ConfigError, match=r"--data.strict='maybe'.*a bool \(0/1, true/false, yes/no or on/off\)"):
             load_config(["--data.path=p", "--data.strict=maybe"], make_config())
 
 
@@ -108,8 +110,8 @@ class TestErrors:
         with pytest.raises(ConfigError, match="c.yaml.*did you mean 'data.res'"):
             load_config(["-C", str(f)], make_config())
 
-    @pytest.mark.parametrize("arg", ["--data.res=3.5", "--data.res=abc", "--data.lr=fast",
-                                     "--data.mode=png", "--data.workers=0"])
+    @pytest.mark.parametrize("arg", ["--data.res=3.5", "--data.res=abc", "--data.lr=fast", "--data.lr=nan",
+                                     "--data.lr=-inf", "--data.mode=png", "--data.workers=0"])
     def test_bad_values(self, arg: str):
         """Values of the wrong type or out of range are reported with what was expected."""
         with pytest.raises(ConfigError, match=arg.split("=")[0]):
@@ -145,3 +147,99 @@ def test_cli_help_and_errors_before_work(tmp_path: Path):
     res = run_script("write_fashion_mnist.py", f"--cfg.write_dir={tmp_path}/o", "--cfg.overwrite=perhaps")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "--cfg.overwrite='perhaps'" in res.stderr
     assert not (tmp_path / "o").exists()
+    res = run_script("write_imagenet.py", "--cfg.data_dir=x", f"--cfg.write_path={tmp_path}/o.beton",
+                     "--cfg.compress_probability=nan", "--cfg.subset=0")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--cfg.compress_probability='nan'" in res.stderr and "in [0, 1]" in res.stderr
+
+
+# ---- options declared as dataclasses ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Net:
+    """the network"""
+    spec: str = option(help="spec string")
+    drop: float | None = option(None, "dropout (default: the spec's)", ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class Sched:
+    """schedule"""
+    lo: int = option(1, "low end", ge=1)
+    hi: int = option(4, "high end", ge=1, alters=False)
+    mode: str = option("auto", "a switch", choices=("auto", "on", "off"))
+    fast: bool = option(False, "a flag")
+
+    def __post_init__(self) -> None:
+        if self.lo > self.hi:
+            raise ConfigError(f"--sched.lo={self.lo} is above --sched.hi={self.hi}")
+
+
+@dataclass(frozen=True)
+class Opts:
+    net: Net
+    sched: Sched
+
+
+class TestOptions:
+    def test_plain_values(self):
+        """Sections come back as frozen dataclasses of converted values, defaults filled in."""
+        o = load_options(Opts, ["--net.spec=P4", "--sched.hi", "9", "--sched.fast"])
+        assert o == Opts(Net("P4", None), Sched(1, 9, "auto", True))
+        with pytest.raises(FrozenInstanceError):
+            o.sched.lo = 3
+        assert options_dict(o) == {"net": {"spec": "P4", "drop": None},
+                                   "sched": {"lo": 1, "hi": 9, "mode": "auto", "fast": True}}
+
+    @pytest.mark.parametrize("arg,expected", [
+        ("--net.drop=1", "--net.drop='1' (command line) is invalid: expected a finite float in [0, 1)"),
+        ("--net.drop=nan", "--net.drop='nan' (command line) is invalid: expected a finite float in [0, 1)"),
+        ("--net.drop=inf", "expected a finite float in [0, 1)"),
+        ("--sched.lo=0", "--sched.lo='0' (command line) is invalid: expected an int >= 1"),
+        ("--sched.lo=2.0", "expected an int >= 1"),
+        ("--sched.mode=maybe", "--sched.mode='maybe' (command line) is invalid: expected one of auto, on, off"),
+        ("--sched.fast=2", "expected a bool (0/1, true/false, yes/no or on/off)"),
+    ])
+    def test_bad_values_say_what_is_valid(self, arg: str, expected: str):
+        """Out of range, non-finite, wrong type or choice: the key, the value and the valid range."""
+        with pytest.raises(ConfigError) as e:
+            load_options(Opts, ["--net.spec=P4", arg])
+        assert expected in str(e.value)
+
+    def test_relations_checked_after_types(self):
+        """A section's __post_init__ checks relations between its (already converted) values."""
+        with pytest.raises(ConfigError, match=r"--sched.lo=5 is above --sched.hi=4"):
+            load_options(Opts, ["--net.spec=P4", "--sched.lo=5"])
+
+    def test_yaml_null_is_refused(self, tmp_path: Path):
+        """A YAML null is an error naming the key, not a silent default."""
+        f = tmp_path / "c.yaml"
+        f.write_text("net:\n  spec: P4\n  drop: null\nsched:\n  lo: ~\n")
+        with pytest.raises(ConfigError) as e:
+            load_options(Opts, ["-C", str(f)])
+        assert "--net.drop is null (config file" in str(e.value) and "--sched.lo is null" in str(e.value)
+        assert "leave the key out for the default (1)" in str(e.value)
+
+    def test_yaml_nan_and_unquoted_off(self, tmp_path: Path):
+        """YAML .nan and .inf are refused; an unquoted off/on (a YAML bool) is the choice 'off'/'on'."""
+        f = tmp_path / "c.yaml"
+        f.write_text("net:\n  spec: P4\nsched:\n  mode: off\n")
+        assert load_options(Opts, ["-C", str(f)]).sched.mode == "off"
+        f.write_text("net:\n  spec: P4\n  drop: .nan\n")
+        with pytest.raises(ConfigError, match="--net.drop=nan"):
+            load_options(Opts, ["-C", str(f)])
+
+    def test_altering_keys(self):
+        """Options marked alters=False are the ones a resumed run may change."""
+        assert altering_keys(Opts) == {"net.spec", "net.drop", "sched.lo", "sched.mode", "sched.fast"}
+
+    def test_parse_options_exits_2(self, capsys: pytest.CaptureFixture):
+        """parse_options prints one line and exits 2; --help lists each option with its valid values."""
+        with pytest.raises(SystemExit) as e:
+            parse_options(Opts, ["--net.spec=P4", "--sched.lo=9"], prog="t")
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("t: error: --sched.lo=9 is above")
+        with pytest.raises(SystemExit) as e:
+            parse_options(Opts, ["--help"], prog="t")
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and "--net.drop" in out and "a finite float in [0, 1)" in out

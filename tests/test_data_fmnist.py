@@ -67,7 +67,7 @@ class TestIdxErrors:
         f = idx_copy / "t10k-images-idx3-ubyte"
         f.write_bytes(f.read_bytes()[:-1000])
         res = run_script("write_fashion_mnist.py", f"--cfg.data_dir={idx_copy}", f"--cfg.write_dir={tmp_path}/o")
-        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "Traceback" not in res.stderr
         assert "truncated" in res.stderr and "t10k-images-idx3-ubyte" in res.stderr
         assert not (tmp_path / "o" / "train.beton").exists()
 
@@ -75,13 +75,13 @@ class TestIdxErrors:
         """Image and label files of different lengths are rejected with both counts."""
         shutil.copy(idx_copy / "t10k-labels-idx1-ubyte", idx_copy / "train-labels-idx1-ubyte")
         res = run_script("write_fashion_mnist.py", f"--cfg.data_dir={idx_copy}", f"--cfg.write_dir={tmp_path}/o")
-        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "Traceback" not in res.stderr
         assert "60000 images but 10000 labels" in res.stderr
 
     def test_missing_folder(self, tmp_path: Path):
         """A missing IDX folder is named."""
         res = run_script("write_fashion_mnist.py", f"--cfg.data_dir={tmp_path}/none", f"--cfg.write_dir={tmp_path}/o")
-        assert res.returncode == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
 
 
 def _pickle(path: Path, obj: dict) -> None:
@@ -143,11 +143,11 @@ class TestCifar:
                 return (os.mkdir, (str(marker),))
         _pickle(tmp_path / "c" / "data_batch_3", {b"data": Evil()})
         res = run_script("write_cifar.py", f"--cfg.data_dir={tmp_path / 'c'}", f"--cfg.write_dir={tmp_path}/o")
-        assert res.returncode == 1 and "refusing" in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "refusing" in res.stderr and "Traceback" not in res.stderr
         assert not marker.exists() and not (tmp_path / "o" / "train.beton").exists()
 
     def test_not_a_cifar_folder(self, tmp_path: Path):
         """A folder without CIFAR's meta file says which layouts are expected."""
         (tmp_path / "x").mkdir()
         res = run_script("write_cifar.py", f"--cfg.data_dir={tmp_path / 'x'}", f"--cfg.write_dir={tmp_path}/o")
-        assert res.returncode == 1 and "cifar-10-batches-py" in res.stderr and "Traceback" not in res.stderr
+        assert res.returncode == 2 and "cifar-10-batches-py" in res.stderr and "Traceback" not in res.stderr

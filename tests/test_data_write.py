@@ -140,16 +140,16 @@ def _err(res: subprocess.CompletedProcess) -> str:
 
 class TestBadInput:
     def test_missing_folder(self, tmp_path: Path):
-        """A missing data folder is named, exit status 1, nothing written."""
+        """A missing data folder is named, exit status 2, nothing written."""
         res = run_script("write_imagenet.py", f"--cfg.data_dir={tmp_path}/nope", f"--cfg.write_path={tmp_path}/o.beton")
-        assert res.returncode == 1 and "does not exist" in _err(res) and "nope" in res.stderr
+        assert res.returncode == 2 and "does not exist" in _err(res) and "nope" in res.stderr
         assert not (tmp_path / "o.beton").exists()
 
     def test_empty_folder(self, tmp_path: Path):
         """A folder without class sub-folders is rejected with what was expected."""
         (tmp_path / "empty").mkdir()
         res = run_script("write_imagenet.py", f"--cfg.data_dir={tmp_path}/empty", f"--cfg.write_path={tmp_path}/o.beton")
-        assert res.returncode == 1 and "no class sub-folders" in _err(res)
+        assert res.returncode == 2 and "no class sub-folders" in _err(res)
 
     def test_class_folder_without_images(self, tmp_path: Path):
         """A class folder holding no image is named."""
@@ -157,7 +157,7 @@ class TestBadInput:
         (root / "hollow").mkdir()
         (root / "hollow" / "readme.txt").write_text("x")
         res = run_script("write_imagenet.py", f"--cfg.data_dir={root}", f"--cfg.write_path={tmp_path}/o.beton")
-        assert res.returncode == 1 and "'hollow'" in _err(res) and "hold no images" in res.stderr
+        assert res.returncode == 2 and "'hollow'" in _err(res) and "hold no images" in res.stderr
 
     @pytest.mark.parametrize("bad", ["x_garbage.jpg", "y_truncated.jpg"])
     def test_strict_names_the_corrupt_file(self, tmp_path: Path, bad: str):
@@ -167,7 +167,7 @@ class TestBadInput:
             (root / "dog" / other).unlink()
         res = run_script("write_imagenet.py", f"--cfg.data_dir={root}", f"--cfg.write_path={tmp_path}/o.beton",
                          "--cfg.strict=1", "--cfg.num_workers=1")
-        assert res.returncode == 1 and bad in _err(res)
+        assert res.returncode == 2 and bad in _err(res)
         assert os.listdir(tmp_path) == ["d"]   # no output, no leftover temporary file
 
     def test_existing_target_needs_overwrite(self, tmp_path: Path):
@@ -177,7 +177,7 @@ class TestBadInput:
         out.write_bytes(b"precious")
         args = [f"--cfg.data_dir={root}", f"--cfg.write_path={out}", "--cfg.num_workers=1"]
         res = run_script("write_imagenet.py", *args)
-        assert res.returncode == 1 and "already exists" in _err(res) and out.read_bytes() == b"precious"
+        assert res.returncode == 2 and "already exists" in _err(res) and out.read_bytes() == b"precious"
         res = run_script("write_imagenet.py", *args, "--cfg.overwrite=yes")
         assert res.returncode == 0, res.stderr[-2000:]
         assert len(beton_samples(out)) == 7

@@ -31,15 +31,38 @@ class DataPrepError(Exception):
     """Bad input for a writer: the message names the file or value and what was expected."""
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 array with PIL's ``convert('RGB')``.
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """An HxWx3 uint8 array of a decoded PIL image, its grey levels scaled to 8 bits.
 
-    Same conversion as torchvision's ImageFolder: alpha is dropped (not composited),
-    grayscale and palette images are expanded to RGB.
+    8-bit modes go through PIL's ``convert('RGB')``, as torchvision's ImageFolder does: alpha is
+    dropped (not composited), grey and palette images are expanded to RGB, 16-bit RGB PNGs keep
+    their high byte. PIL would clip 16-bit grey (``I;16``, and ``I`` within 0..65535) to 255 and
+    turn a float image (``F``) of values in [0, 1] black; those are scaled here instead
+    (x * 255 / 65535, x * 255, rounded). Other integer or float ranges raise ValueError.
     """
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im)
+        a = a.astype(np.float64 if im.mode == "F" else np.int64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if im.mode == "F":
+            if not (np.isfinite(a).all() and 0 <= lo and hi <= 1):
+                raise ValueError(f"float image with values in [{lo:g}, {hi:g}]: only [0, 1] converts to 8 bits; "
+                                 f"rescale it or save it as 8-bit")
+            grey = np.rint(a * 255)
+        else:
+            if lo < 0 or hi > 65535:
+                raise ValueError(f"32-bit integer image with values {lo:.0f}..{hi:.0f}: only 16-bit values "
+                                 f"(0..65535) convert to 8 bits; save it as 8- or 16-bit")
+            grey = (a * 255 + 32767) // 65535
+        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 array (:func:`to_rgb`)."""
     with Image.open(path) as im:
         im.load()
-        return np.asarray(im.convert("RGB"))
+        return to_rgb(im)
 
 
 @dataclass
@@ -76,8 +99,24 @@ def _header(path: str) -> tuple[int, int] | str:
         return f"{type(e).__name__}: {e}"
 
 
+def _class_files(folder: Path) -> list[str]:
+    """Every image file under ``folder``, sub-folders included, in torchvision ImageFolder's order.
+
+    As ``torchvision.datasets.folder.make_dataset``: ``sorted(os.walk(folder, followlinks=True))``,
+    then each folder's file names sorted, kept by extension. Unlike it, hidden files and folders
+    (a leading '.', e.g. macOS ``._x.jpg`` resource forks) are left out.
+    """
+    out = []
+    for top, dirs, names in sorted(os.walk(folder, followlinks=True)):
+        if any(part.startswith(".") for part in Path(top).relative_to(folder).parts):
+            continue
+        out += [os.path.join(top, n) for n in sorted(names)
+                if not n.startswith(".") and n.lower().endswith(IMG_EXTENSIONS)]
+    return out
+
+
 def scan_image_folder(root: str, num_threads: int = 8) -> ImageFolderSource:
-    """List and header-check every image under ``root/<class>/``; unreadable files go to ``bad``."""
+    """List and header-check every image under ``root/<class>/`` (at any depth); unreadable files go to ``bad``."""
     rootp = Path(root)
     if not rootp.exists():
         raise DataPrepError(f"data folder '{root}' does not exist; expected an ImageFolder tree "
@@ -95,9 +134,7 @@ def scan_image_folder(root: str, num_threads: int = 8) -> ImageFolderSource:
     samples: list[tuple[str, int]] = []
     empty = []
     for label, name in enumerate(classes):
-        files = sorted(e.path for e in os.scandir(rootp / name)
-                       if e.is_file() and not e.name.startswith(".")
-                       and e.name.lower().endswith(IMG_EXTENSIONS))
+        files = _class_files(rootp / name)
         if not files:
             empty.append(name)
         samples += [(f, label) for f in files]
@@ -129,7 +166,7 @@ def image_stats(paths: list[str], max_images: int = 1000, seed: int = 0,
         try:
             with Image.open(path) as im:
                 im.draft("RGB", (64, 64))
-                x = np.asarray(im.convert("RGB"), np.float64).reshape(-1, 3)
+                x = to_rgb(im).astype(np.float64).reshape(-1, 3)
         except Exception:
             return None
         return np.concatenate([x.mean(0), (x * x).mean(0)])

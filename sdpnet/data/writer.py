@@ -3,7 +3,11 @@
 The .beton is written to a hidden temporary name beside the target
 (``.<name>.<pid>.partial``) and renamed only when complete, after its sidecar
 (``<name>.json`` — see :mod:`sdpnet.data.sidecar`); a writer killed at any point
-leaves nothing at the target path.
+leaves nothing at the target path. Its scratch files live beside the target too, in
+``.<name>.<pid>.work/`` (the names of failed samples, and the name of FFCV's shared-memory
+block of sample metadata). A writer killed by SIGKILL cannot remove them, so every writer
+first removes those of writers that no longer run (the pid in the name), in the target's
+folder and in ``/dev/shm``: nothing stays behind after the next start.
 
 A sample that fails to decode while FFCV's worker processes write it would make
 FFCV's writer wait forever, so each item is fetched through a guard that records the
@@ -14,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
-import tempfile
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +31,9 @@ import numpy as np
 from .sidecar import sidecar_path
 from .sources import DataPrepError
 
-__all__ = ["write_beton", "write_raw_splits", "check_target", "run_cli"]
+__all__ = ["write_beton", "write_raw_splits", "check_target", "run_cli", "remove_stale_partials"]
+
+_SCRATCH = re.compile(r"^\..+\.(\d+)\.(partial|work)$")
 
 
 class _Guarded:
@@ -48,15 +55,19 @@ class _Guarded:
 
 
 def check_target(path: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing target unless ``overwrite``; create the parent folder; return the path."""
+    """Refuse an existing target unless ``overwrite``, or a target under a file; creates nothing."""
     target = Path(path)
     if target.suffix != ".beton":
         raise DataPrepError(f"output '{path}' should end in .beton")
-    if target.exists() and not overwrite:
-        raise DataPrepError(f"'{target}' already exists; pass --cfg.overwrite=1 to replace it")
     if target.is_dir():
         raise DataPrepError(f"'{target}' is a folder; give a file path ending in .beton")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not overwrite:
+        raise DataPrepError(f"'{target}' already exists; pass --cfg.overwrite=1 to replace it")
+    base = target.parent
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise DataPrepError(f"cannot write '{target}': '{base}' is a file, not a folder")
     return target
 
 
@@ -65,28 +76,60 @@ def _page_size(max_image_bytes: int) -> int:
     return 1 << (need - 1).bit_length()
 
 
-def _remove_stale_partials(target: Path) -> None:
-    """Delete temporary files that killed writers (pid no longer running) left beside ``target``."""
-    for p in target.parent.glob(f".{target.name}*.partial"):
+def _unlink_shm(work: Path) -> None:
+    """Remove the shared-memory block named in ``work/shm`` (FFCV's metadata), if it still exists."""
+    name_file = work / "shm"
+    name = name_file.read_text().strip() if name_file.is_file() else ""
+    if name and Path("/dev/shm", name).exists():
         try:
-            os.kill(int(p.name.rsplit(".", 2)[-2]), 0)
+            block = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            return
+        block.close()
+        block.unlink()
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary .beton files and scratch folders of writers (by pid) that no longer run."""
+    removed = []
+    for p in Path(folder).glob(".*"):
+        m = _SCRATCH.match(p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue   # still running
         except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue   # another user's live process
+        if p.is_dir():
+            _unlink_shm(p)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
             p.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
-            pass   # not ours, or another user's live process
+        removed.append(p)
+    return removed
 
 
-def _write_once(dataset: Any, tmp: Path, fields: dict, indices: Sequence[int], num_workers: int,
+def _write_once(dataset: Any, tmp: Path, work: Path, fields: dict, indices: Sequence[int], num_workers: int,
                 page_size: int) -> dict[int, str]:
     from ffcv.writer import DatasetWriter   # here, not at the top: see write_beton
 
-    fail_dir = tempfile.mkdtemp(prefix="sdpnet-write-")
+    class Writer(DatasetWriter):
+        def prepare(self) -> None:
+            super().prepare()
+            (work / "shm").write_text(self.metadata_sm.name)   # so that a killed writer's block can be found
+
+    fail_dir = work / "failed"
+    shutil.rmtree(fail_dir, ignore_errors=True)
+    fail_dir.mkdir(parents=True)
     try:
-        writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=num_workers)
-        writer.from_indexed_dataset(_Guarded(dataset, fail_dir), indices=np.asarray(indices), chunksize=100)
-        return {int(f): Path(fail_dir, f).read_text() for f in os.listdir(fail_dir)}
+        writer = Writer(str(tmp), fields, page_size=page_size, num_workers=num_workers)
+        writer.from_indexed_dataset(_Guarded(dataset, str(fail_dir)), indices=np.asarray(indices), chunksize=100)
+        return {int(f): (fail_dir / f).read_text() for f in os.listdir(fail_dir)}
     finally:
-        shutil.rmtree(fail_dir, ignore_errors=True)
+        _unlink_shm(work)
 
 
 def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
@@ -111,8 +154,10 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     from ffcv.fields import IntField, RGBImageField
 
     target = Path(target)
-    _remove_stale_partials(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target.parent)
     tmp = target.parent / f".{target.name}.{os.getpid()}.partial"
+    work = target.parent / f".{target.name}.{os.getpid()}.work"
     tmp_json = target.parent / f".{sidecar_path(target).name}.{os.getpid()}.partial"
     fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution or None,
                                      jpeg_quality=jpeg_quality, compress_probability=compress_probability),
@@ -122,7 +167,7 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     skipped: list[dict[str, str]] = []
     try:
         for _attempt in range(2):
-            failed = _write_once(dataset, tmp, fields, indices, num_workers, page_size)
+            failed = _write_once(dataset, tmp, work, fields, indices, num_workers, page_size)
             if not failed:
                 break
             names = [(describe(i), msg) for i, msg in sorted(failed.items())]
@@ -145,13 +190,14 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
         if labels is not None and "classes" in sidecar:
             hist = np.bincount(np.asarray(labels)[indices], minlength=len(sidecar["classes"]))
             meta["counts"] = {c: int(n) for c, n in zip(sidecar["classes"], hist)}
-        tmp_json.write_text(json.dumps(meta, indent=1))
+        tmp_json.write_text(json.dumps(meta, indent=1, allow_nan=False))
         os.replace(tmp_json, sidecar_path(target))
         os.replace(tmp, target)
         return meta
     finally:
         for p in (tmp, tmp_json):
             p.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_raw_splits(splits: dict[str, Any], targets: dict[str, Path], *, classes: list[str], kind: str,
@@ -176,7 +222,8 @@ def write_raw_splits(splits: dict[str, Any], targets: dict[str, Path], *, classe
 
 
 def run_cli(main: Callable[[], None]) -> None:
-    """Run a writer's main(); turn DataPrepError into a one-paragraph message and exit status 1."""
+    """Run a writer's main(): bad input (DataPrepError) is one line and exit 2, as the trainer's;
+    a failed write (disk full, permissions) one line and exit 1."""
     prog = Path(sys.argv[0]).name
     # SIGTERM -> SystemExit, so the temporary files are removed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -184,6 +231,11 @@ def run_cli(main: Callable[[], None]) -> None:
         main()
     except DataPrepError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        from sdpnet.train.runfiles import os_error_text
+        print(f"{prog}: error: cannot write {e.filename or 'the output'}: {os_error_text(e)}; nothing was "
+              f"written", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written", file=sys.stderr)

@@ -72,7 +72,7 @@ def resolve(model: ModelSpec | Any) -> Plan:
             raise fail(f"{b.name} needs {lack}", b, "declare them (e.g. P16+CLS1-...), or drop this block")
 
         out = _out_width(schema, role, kind, given, kwargs, width, dim, i == last_tok, num_classes)
-        if not 1 <= out <= MAX_WIDTH:
+        if not 1 <= out <= MAX_WIDTH and not (kind == "classifier" and out == 0):  # num_classes=0: no fc
             raise fail(f"{b.name} gives width {out}; widths are 1 to {MAX_WIDTH:,}", b,
                        "give it a smaller d=, or lower dim")
         if schema.width.key is not None and kind != "classifier":

@@ -100,7 +100,7 @@ def os_error_text(e: OSError) -> str:
                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                errno.EROFS: "the file system is read-only"}
     reason = reasons.get(e.errno, e.strerror or type(e).__name__)
-    return f"{reason} ({e.strerror})" if e.strerror and reason != e.strerror else reason
+    return f"{reason} ({e.strerror})" if e.strerror and reason.lower() != e.strerror.lower() else reason
 
 
 def git_revision(repo: str | Path) -> str | None:

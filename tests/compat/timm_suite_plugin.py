@@ -33,10 +33,7 @@ import torch
 
 import sdpnet
 
-if hasattr(sdpnet, "register_timm"):  # BASELINE-FALLBACK
-    sdpnet.register_timm()
-else:
-    import sdpnet.timm_models  # noqa: F401
+sdpnet.register_timm()
 
 _PATTERN = os.environ.get("SDPNET_TIMM_MODELS", "sdpnet_*")
 _REPORT = os.environ.get("SDPNET_TIMM_REPORT")
@@ -62,7 +59,7 @@ _TOKENS: dict[str, bool] = {}
 def _has_prefix_tokens(name: str) -> bool:
     if name not in _TOKENS:
         model = timm.create_model(name, pretrained=False, device="meta")
-        _TOKENS[name] = getattr(model, "num_prefix_tokens", getattr(model, "num_cls", 0) + getattr(model, "num_reg", 0)) > 0  # BASELINE-FALLBACK
+        _TOKENS[name] = model.num_prefix_tokens > 0
     return _TOKENS[name]
 
 

@@ -1,0 +1,272 @@
+"""The hybrid families against timm: ConvNeXt, PoolFormer, ConvFormer, CAFormer, MLP-Mixer, DeiT III and a ViT
+with registers as zoo specs with timm's parameter counts, logits (weights copied by ``sdpnet.convert``) and
+FLOPs; the semantics of the new blocks and keyword values; the gallery of hybrids and its generated page."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import sdpnet
+from sdpnet.blocks import ConvNeXtBlock, PatchEmbed, StarReLU, TokenMixingMlp, get_act, get_norm1d, get_norm2d
+from sdpnet.builder import count_params
+from sdpnet.gallery import gallery_files
+from sdpnet.summary import summarize
+
+timm = pytest.importorskip("timm")
+
+from sdpnet.convert import from_timm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = REPO / "specs" / "zoo"
+FAMILIES = ("convnext_atto", "convnext_tiny", "poolformer_s12", "convformer_s18", "caformer_s18", "mixer_s16_224",
+            "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")
+FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")  # built for one img_size
+PARITY_RES = 64  # every family runs at 64 px (stride 32 at most); timm's fixed-size models are created for it
+
+
+def timm_model(name: str, res: int | None = None) -> nn.Module:
+    """timm's model ``name`` (its own init), created for ``res`` px when it is built for one input size."""
+    kwargs = {"img_size": res} if res is not None and name in FIXED_SIZE else {}
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def random_timm_model(name: str, res: int, seed: int) -> nn.Module:
+    """timm's model ``name`` for ``res`` px with random weights of unit-variance scale, drawn directly (timm's
+    truncated-normal init of 20-40M weights costs seconds): matrices and kernels N(0, 1 / fan_in), biases
+    N(0, 0.1^2), norm weights, LayerScale/ResScale and StarReLU scales 1 + N(0, 0.2^2) (their constant
+    inits would hide a weight copied to the wrong place: LayerScale 1e-6 silences a whole block), tokens and
+    position tables N(0, 0.5^2)."""
+    with torch.device("meta"):
+        ref = timm_model(name, res)
+    ref = ref.to_empty(device="cpu").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, p in ref.named_parameters():
+            if key.endswith(("pos_embed", "cls_token", "reg_token")):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            elif p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            elif key.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+    assert not list(ref.buffers()), f"{name} has buffers; give them values here"
+    return ref
+
+
+def timm_flops(name: str) -> int:
+    """FlopCounterMode's count for timm's ``name`` at its default input size, fused attention off (meta device)."""
+    with torch.device("meta"):
+        ref = timm_model(name).eval()
+    for m in ref.modules():  # the explicit q @ k and attn @ v products, which the counter sees
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    size = ref.pretrained_cfg["input_size"]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        ref(torch.zeros(1, *size, device="meta"))
+    return counter.get_total_flops()
+
+
+class TestZooSpecs:
+    """Each family is one spec file named as timm names it, one line long, with timm's parameter count."""
+
+    @pytest.mark.parametrize("name", FAMILIES)
+    def test_parameter_count_equals_timm(self, name: str) -> None:
+        """The zoo spec has exactly the parameters of timm's model of the same name (1000 classes)."""
+        with torch.device("meta"):
+            ours = sdpnet.build(ZOO / f"{name}.json")
+            ref = timm_model(name)
+        assert count_params(ours) == count_params(ref)
+
+    @pytest.mark.parametrize("name", FAMILIES)
+    def test_spec_string_fits_a_line(self, name: str) -> None:
+        """The file's name is timm's, and its canonical spec string is under 120 characters."""
+        hparams = json.loads((ZOO / f"{name}.json").read_text())
+        assert hparams["name"] == name
+        assert len(str(sdpnet.load_spec(ZOO / f"{name}.json").arch)) < 120
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_logits_equal_timm(name: str) -> None:
+    """timm's weights copied by from_timm give timm's logits within 1e-4 (eval mode, 64 px, random weights)."""
+    ref = random_timm_model(name, PARITY_RES, seed=1)
+    ours = from_timm(ref, ZOO / f"{name}.json", img_size=PARITY_RES).eval()
+    x = torch.randn(2, 3, PARITY_RES, PARITY_RES, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    assert got.shape == want.shape == (2, 1000)
+    assert want.std() > 0.1
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+class TestFlops:
+    """``python -m sdpnet summary`` counts what FlopCounterMode counts on timm's model (fused attention off)."""
+
+    @pytest.mark.parametrize("name", FAMILIES)
+    def test_summary_equals_timm(self, name: str) -> None:
+        """summarize() of the zoo spec at timm's input size gives timm's FLOPs exactly."""
+        with torch.device("meta"):
+            ours = sdpnet.build(ZOO / f"{name}.json").eval()
+        assert summarize(ours, ours.plan.img_size)["flops"] == timm_flops(name)
+
+    def test_cpu_model_counts_the_same(self) -> None:
+        """On a real CPU model (attention through scaled_dot_product_attention) the count is the same."""
+        spec = ZOO / "caformer_s18.json"
+        cpu = sdpnet.build(spec, img_size=64).eval()
+        with torch.device("meta"):
+            meta = sdpnet.build(spec, img_size=64).eval()
+        assert summarize(cpu, 64)["flops"] == summarize(meta, 64)["flops"] > 0
+
+    def test_cli(self) -> None:
+        """The command line reports the FLOPs of timm's caformer_s18 (convolutions and attention) at 224 px."""
+        path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))
+        res = subprocess.run([sys.executable, "-m", "sdpnet", "summary", str(ZOO / "caformer_s18.json"), "--json"],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        out = json.loads(res.stdout)
+        assert out["flops"] == timm_flops("caformer_s18") and out["res"] == 224
+
+
+class TestNewBlocks:
+    """The new blocks and keyword values compute what their docs say."""
+
+    def test_starrelu_and_sqrelu(self) -> None:
+        """starrelu is scale * relu(x)^2 + bias with learnable scalars (1, 0); sqrelu is relu(x)^2."""
+        act = get_act("starrelu")
+        assert isinstance(act, StarReLU) and act.scale.item() == 1.0 and act.bias.item() == 0.0
+        with torch.no_grad():
+            act.scale.fill_(0.5), act.bias.fill_(-0.25)
+        x = torch.linspace(-2, 2, 9)
+        torch.testing.assert_close(act(x), 0.5 * F.relu(x) ** 2 - 0.25)
+        torch.testing.assert_close(get_act("sqrelu")(x), F.relu(x) ** 2)
+
+    def test_norm_values(self) -> None:
+        """lnnb is a LayerNorm with a weight and no bias; gn1 a GroupNorm with one group, eps 1e-5."""
+        for norm in (get_norm2d("lnnb", 8), get_norm1d("lnnb", 8)):
+            assert norm.bias is None and norm.weight.shape == (8,) and norm.eps == 1e-6
+        gn = get_norm2d("gn1", 8)
+        assert isinstance(gn, nn.GroupNorm) and gn.num_groups == 1 and gn.eps == 1e-5
+        x = torch.randn(2, 8, 3, 3)
+        torch.testing.assert_close(gn(x), F.group_norm(x, 1, gn.weight, gn.bias, 1e-5))
+        want = F.layer_norm(x.permute(0, 2, 3, 1), (8,), get_norm2d("lnnb", 8).weight, None, 1e-6).permute(0, 3, 1, 2)
+        torch.testing.assert_close(get_norm2d("lnnb", 8)(x), want)
+
+    def test_overlapping_patches(self) -> None:
+        """P4(k=7) is a 7x7 conv with stride 4 and padding 2 (MetaFormer's stem): the grid is still H/4."""
+        m = PatchEmbed(3, 4, dim=8, kernel_size=7)
+        assert m.proj.kernel_size == (7, 7) and m.proj.stride == (4, 4) and m.proj.padding == (2, 2)
+        for res in (32, 28, 64):
+            assert m(torch.randn(1, 3, res, res)).shape == (1, 8, res // 4, res // 4)
+
+    def test_metaformer_downsample(self) -> None:
+        """DOWN2 with down_kernel=3 is norm + 3x3 conv stride 2 padding 1; the grid halves."""
+        model = sdpnet.build("P4-POOL-DOWN2-GAP+LIN", dim=8, down_kernel=3, down_norm="lnnb", img_size=32)
+        conv = model.body[1].conv
+        assert conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.padding == (1, 1)
+        assert model.body[1].norm.bias is None and model.stride == 8
+        assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 16, 4, 4)
+
+    def test_cnx_keeps_channels_last(self) -> None:
+        """CNX keeps a channels_last input in channels_last memory (so the next block's channels-last view is
+        free), and computes the same on either layout."""
+        m = ConvNeXtBlock(8).eval()
+        x = torch.randn(2, 8, 5, 5)
+        y = m(x.contiguous(memory_format=torch.channels_last))
+        assert y.shape == (2, 8, 5, 5) and y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, m(x))
+
+    def test_cnx_without_layer_scale(self) -> None:
+        """CNX(ls=0) has no gamma parameter and computes x + fc2(act(fc1(norm(dw(x)))))."""
+        m = ConvNeXtBlock(8, layer_scale=0.0).eval()
+        assert "gamma" not in dict(m.named_parameters())
+        x = torch.randn(2, 8, 5, 5)
+        y = m.fc2(F.gelu(m.fc1(m.norm(m.conv_dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
+        torch.testing.assert_close(m(x), x + y)
+
+    def test_tmlp_mixes_positions(self) -> None:
+        """TMLP's MLP runs over the H*W positions of each channel: a channel's output depends on every position."""
+        m = TokenMixingMlp(4, (3, 3), mlp_ratio=2.0).eval()
+        assert m.fc1.in_features == 9 and m.fc1.out_features == 8 and m.fc2.out_features == 9
+        x = torch.randn(1, 4, 3, 3, requires_grad=True)
+        m(x)[0, 0, 0, 0].backward()
+        assert (x.grad[0, :, 1:, 1:] != 0).all()  # far positions (and, through the norm, other channels)
+
+    def test_tmlp_other_grid(self) -> None:
+        """On another grid TMLP resamples its position weights; at the native grid it uses them as they are."""
+        m = TokenMixingMlp(4, (4, 4)).eval()
+        x = torch.randn(2, 4, 4, 4)
+        y = m.norm(x).reshape(2, 4, 16)
+        torch.testing.assert_close(m(x), x + m.fc2(F.gelu(m.fc1(y))).reshape(2, 4, 4, 4))
+        assert m(torch.randn(2, 4, 6, 5)).shape == (2, 4, 6, 5)
+        w1, _, w2, _ = m._weights((8, 8))
+        assert w1.shape == (m.fc1.out_features, 64) and w2.shape == (64, m.fc1.out_features)
+        # a constant weight row stays constant, scaled by the change in the number of positions
+        with torch.no_grad():
+            m.fc1.weight.fill_(1.0)
+        torch.testing.assert_close(m._weights((8, 8))[0], torch.full((m.fc1.out_features, 64), 16 / 64))
+
+    def test_res_scale(self) -> None:
+        """rs=1.0 gives the shortcut a learnable per-channel scale (MetaFormer's ResScale) in MLP, SEP, POOL, ENC."""
+        model = sdpnet.build("P4+CLS1-SEP(rs=1.0),POOL(rs=1.0),MLP(rs=1.0),ENC(rs=1.0)-TOKS+LIN", dim=8, heads=2,
+                             img_size=16)
+        scales = [n for n, _ in model.named_parameters() if "res_scale" in n or ".rs" in n]
+        assert len(scales) == 5  # one per mixer and per MLP, two in ENC
+        base = sdpnet.build("P4+CLS1-SEP,POOL,MLP,ENC-TOKS+LIN", dim=8, heads=2, img_size=16)
+        assert count_params(model) - count_params(base) == 5 * 8
+
+    def test_metaformer_head(self) -> None:
+        """The head MLP with hact=sqrelu, hnorm=ln is MetaFormer's MlpHead: fc(ln(relu(pre(norm(f)))^2))."""
+        head = sdpnet.build("P4-GAP+MLP(h=16,hact=sqrelu,hnorm=ln)", dim=8, num_classes=3).head[0]
+        f = torch.randn(2, 8)
+        want = head.fc(head.hidden_norm(F.relu(head.pre(head.norm(f))) ** 2))
+        torch.testing.assert_close(head(f), want)
+        assert isinstance(head.hidden_norm, nn.LayerNorm)
+
+
+GALLERY = gallery_files()
+
+
+class TestGallery:
+    """specs/gallery: at least 12 hybrids, each described, built, run and listed in docs/gallery.md."""
+
+    def test_size_and_descriptions(self) -> None:
+        """At least 12 specs, each with a one-line description, 10 classes and 32 px by default."""
+        assert len(GALLERY) >= 12
+        for path in GALLERY:
+            hparams = json.loads(path.read_text())
+            assert hparams["name"] == path.stem
+            assert hparams["description"] and "\n" not in hparams["description"]
+            assert hparams["num_classes"] == 10 and hparams["img_size"] == 32
+
+    @pytest.mark.parametrize("path", GALLERY, ids=lambda p: p.stem)
+    def test_runs_at_two_resolutions(self, path: Path) -> None:
+        """With one input channel (Fashion-MNIST) the spec runs forward and backward at 32 and 28 px, and every
+        parameter gets a gradient."""
+        torch.manual_seed(0)
+        model = sdpnet.build(path, in_chans=1).train()
+        for res in (32, 28):
+            model.zero_grad(set_to_none=True)
+            logits = model(torch.randn(2, 1, res, res))
+            assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+            F.cross_entropy(logits, torch.tensor([0, 1])).backward()
+            missing = [n for n, p in model.named_parameters() if p.grad is None]
+            assert not missing, f"{path.stem} at {res} px: no gradient for {missing}"
+
+    def test_docs_are_generated(self) -> None:
+        """docs/gallery.md is exactly what `python -m sdpnet gallery --markdown` prints."""
+        path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))
+        res = subprocess.run([sys.executable, "-m", "sdpnet", "gallery", "--markdown"], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert res.stdout == (REPO / "docs" / "gallery.md").read_text(), \
+            "docs/gallery.md is stale: run python -m sdpnet gallery --markdown > docs/gallery.md"
