@@ -142,7 +142,8 @@ def draw_maps(pixels: np.ndarray, layers: Sequence[AttentionLayer], maps: Sequen
             ax.set_yticks([])
             ax.set_xlabel(f"image {100 * share:.0f}%", fontsize=8)
             if r == 0:
-                ax.set_title(f"{layer.name}\n{'mean' if h is None else f'head {h}'}", fontsize=8)
+                ax.set_title(f"{layer.block_name} ({layer.name})\n{'mean of heads' if h is None else f'head {h}'}",
+                             fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"class token {r}", fontsize=9)
     fig.suptitle(title, fontsize=10)

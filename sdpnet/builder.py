@@ -97,10 +97,9 @@ class SpecNet(nn.Module):
             {"stem": stem, "body": body, "head": head}[layer.role].append(make_block(layer))
         body_layers = [layer for layer in plan.layers if layer.role == "body"]
         pool_layer, classifier = (layer for layer in plan.layers if layer.role == "head")
-        if not (hasattr(head[-1], "reset_classifier") and hasattr(head[-1], "pre_logits")):
+        if not hasattr(head[-1], "reset_classifier"):
             raise ValueError(f"classifier {classifier.name}: its module {type(head[-1]).__name__} needs a "
-                             f"reset_classifier(num_classes) method, a pre_logits(f) method (what its final "
-                             f"layer fc reads) and its final layer named fc")
+                             f"reset_classifier(num_classes) method and its final layer named fc")
 
         self.stem = nn.Sequential(*stem)
         if self.num_cls:
@@ -140,6 +139,8 @@ class SpecNet(nn.Module):
     def _pre_logits_width(self) -> int:
         """Width of the classifier's ``pre_logits`` (what its ``fc`` reads), found by running it on zeros."""
         classifier = self.head[-1]
+        if not hasattr(classifier, "pre_logits"):  # its fc reads the pooled features themselves
+            return self.num_features
         ref = next(classifier.parameters(), None)
         zeros = torch.zeros(2, self.num_features, device=None if ref is None else ref.device,
                             dtype=None if ref is None else ref.dtype)
@@ -256,8 +257,12 @@ class SpecNet(nn.Module):
         return self._features(x, t)
 
     def _classify(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The classifier on pooled features ``f``; ``pre_logits``: what its ``fc`` reads (its ``pre_logits(f)``,
+        or ``f`` for a classifier without one)."""
         classifier = self.head[-1]
-        return classifier.pre_logits(f) if pre_logits else classifier(f)
+        if not pre_logits:
+            return classifier(f)
+        return classifier.pre_logits(f) if hasattr(classifier, "pre_logits") else f
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """:meth:`forward_features`' output -> logits; with ``pre_logits`` what the classifier's ``fc`` reads
@@ -356,8 +361,8 @@ class SpecNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm's parameter groups (layer-wise lr decay, ``--layer-decay``): the stem and the tokens, then each
         body block, then the pool and the head. ``coarse`` is accepted for timm's API (same groups)."""
-        return {"stem": r"^stem\.|^cls_token$|^reg_token$",
-                "blocks": [(r"^body\.(\d+)\.", None), (r"^pool\.|^head\.", (99999,))]}
+        return {"stem": r"^stem\.|^cls_token$|^reg_token$", "blocks": [(r"^body\.(\d+)\.", None)],
+                "head": r"^pool\.|^head\."}
 
     def get_classifier(self) -> nn.Module:
         """The final classifier layer (``fc`` of the classifier block; Identity once the head is pruned)."""

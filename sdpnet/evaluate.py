@@ -113,6 +113,10 @@ def _amp(request: str, device: torch.device) -> bool:
     return request == "bf16" or (request == "auto" and device.type == "cuda")
 
 
+def _same_file(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def _recorded(trained, res: int, val_path: str, subset: int) -> dict[str, Any] | None:
     """The metrics.jsonl row of the checkpoint's epoch, when this evaluation repeats the run's validation."""
     from sdpnet.train.runfiles import read_jsonl
@@ -120,7 +124,7 @@ def _recorded(trained, res: int, val_path: str, subset: int) -> dict[str, Any] |
     cfg = trained.config or {}
     if trained.run is None or not (trained.run / "metrics.jsonl").is_file():
         return None
-    same = (res == cfg.get("validation", {}).get("res") and val_path == cfg.get("data", {}).get("val_path")
+    same = (res == cfg.get("validation", {}).get("res") and _same_file(val_path, cfg.get("data", {}).get("val_path"))
             and subset == int(cfg.get("data", {}).get("val_subset") or 0))
     epoch = trained.source.get("epoch")
     rows = [r for r in read_jsonl(trained.run / "metrics.jsonl") if r.get("epoch") == epoch]
@@ -233,12 +237,15 @@ def run(args: argparse.Namespace) -> int:
             raise RunError(f"'{args.run}' is a weights file: give the data with --data.val_path=VAL.beton")
         if not Path(val_path).is_file():
             raise RunError(f"--data.val_path: '{val_path}' not found; write it with data_prep/write_*.py")
-        from sdpnet.data.betons import DataFileError, check_beton
+        from sdpnet.data.betons import check_beton
         info = check_beton(val_path, name=f"--data.val_path={val_path}")
-        if info.num_classes != trained.num_classes:
-            raise RunError(f"--data.val_path={val_path} has {info.num_classes} classes, the model "
-                           f"{trained.num_classes}; evaluate on data with the model's classes")
-        same = val_path == trained.val.get("val_path")
+        if info.num_classes != trained.num_classes or (info.classes and trained.classes
+                                                       and list(info.classes) != list(trained.classes)):
+            names = f" ({', '.join(list(info.classes)[:3])}, ...)" if info.classes else ""
+            raise RunError(f"--data.val_path={val_path} has {info.num_classes} classes{names}, the model was "
+                           f"trained on {trained.num_classes} ({', '.join(trained.class_name(i) for i in range(3))}"
+                           f", ...); evaluate on data with the model's classes")
+        same = _same_file(val_path, trained.val.get("val_path"))
         subset = args.val_subset if args.val_subset is not None else (trained.val.get("val_subset", 0) if same else 0)
         if subset < 0:
             raise RunError(f"--data.val_subset={subset}: give 0 (all) or a positive count")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["RunError", "Trained", "open_trained", "pick_device", "add_source_args", "DATA_FILE"]
+__all__ = ["RunError", "Trained", "open_trained", "pick_device", "add_source_args", "data_record", "DATA_FILE"]
 
 DATA_FILE = "data.json"   # in a run folder: class names and the validation normalisation (train_ffcv.py)
 
@@ -69,15 +69,16 @@ def pick_device(request: str) -> torch.device:
     return torch.device("cuda" if request == "cuda" or (request == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def add_source_args(parser: Any) -> None:
-    """The arguments every after-training subcommand shares: RUN, --weights, --device."""
+def add_source_args(parser: Any, device: bool = True) -> None:
+    """The arguments every after-training subcommand shares: RUN, --weights and (``device``) --device."""
     parser.add_argument("run", metavar="RUN", help="a run folder of train_ffcv.py, its checkpoint.pt, or a "
                                                    ".safetensors file written by `export`")
     parser.add_argument("--weights", choices=("auto", "ema", "model"), default="auto",
                         help="which weights of a checkpoint: the EMA or the raw model (auto: the EMA when the "
                              "run kept one)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when available")
+    if device:
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                            help="auto: CUDA when available")
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -99,22 +100,32 @@ def _build(spec_record: dict[str, Any], where: str) -> nn.Module:
         raise RunError(f"{where}: its spec does not build ({e})") from None
 
 
+def data_record(train_path: str, val_path: str) -> dict[str, Any]:
+    """What a run keeps of its data (``data.json``, written by train_ffcv.py): the class names, the validation
+    loader's normalisation (0-255), the writer's downscale of the validation images, and both files' sources."""
+    from sdpnet.data.loaders import dataset_stats
+    from sdpnet.data.sidecar import read_sidecar
+
+    train, val = read_sidecar(train_path), read_sidecar(val_path)
+    mean, std = dataset_stats(val_path)   # what make_val_loader normalises with
+    return {"classes": val.get("classes") or train.get("classes"), "num_classes": val.get("num_classes"),
+            "mean": mean.tolist(), "std": std.tolist(),
+            "max_resolution": (val.get("settings") or {}).get("max_resolution") or None,
+            "train": {"path": str(train_path), "num_samples": train.get("num_samples"), "source": train.get("source")},
+            "val": {"path": str(val_path), "num_samples": val.get("num_samples"), "source": val.get("source")}}
+
+
 def _data_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Class names, normalisation and writer downscale of a run: data.json, else the val .beton's sidecar."""
+    """Class names, normalisation and writer downscale of a run: data.json, else its .beton files' sidecars."""
     rec = run / DATA_FILE
     if rec.is_file():
         return _read_json(rec, "class names and normalisation")
-    val_path = config.get("data", {}).get("val_path")
-    from sdpnet.data.sidecar import read_sidecar
+    paths = config.get("data", {})
     try:
-        meta = read_sidecar(val_path)
+        return data_record(paths.get("train_path"), paths.get("val_path"))
     except (FileNotFoundError, ValueError, TypeError):
-        raise RunError(f"'{run}' has no {DATA_FILE} and its validation data '{val_path}' (or its sidecar) is gone: "
-                       f"the normalisation it was validated with is unknown") from None
-    from sdpnet.data.loaders import dataset_stats
-    mean, std = dataset_stats(val_path)
-    return {"classes": meta.get("classes"), "mean": mean.tolist(), "std": std.tolist(),
-            "max_resolution": (meta.get("settings") or {}).get("max_resolution") or None}
+        raise RunError(f"'{run}' has no {DATA_FILE} and its data '{paths.get('val_path')}' (or its sidecar) is "
+                       f"gone: the normalisation it was validated with is unknown") from None
 
 
 def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
@@ -178,9 +189,11 @@ def open_trained(path: str | Path, weights: str = "auto") -> Trained:
                            f"--logging.folder)?")
         return _open_run(p, p / "checkpoint.pt", weights)
     if p.suffix == ".safetensors":
-        if weights == "ema":
-            raise RunError(f"--weights=ema: '{path}' holds one set of weights; leave --weights out")
-        return _open_file(p)
+        trained = _open_file(p)
+        if weights not in ("auto", trained.weights):
+            raise RunError(f"--weights={weights}: '{path}' holds the {trained.weights} weights only; leave --weights "
+                           f"out")
+        return trained
     if p.suffix == ".pt":
         return _open_run(p.parent, p, weights)
     raise RunError(f"'{path}' is neither a run folder, a .pt checkpoint nor a .safetensors file")

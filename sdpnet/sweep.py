@@ -43,7 +43,6 @@ from typing import Any, Sequence
 
 from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve
 from sdpnet.spec.template import expand, is_template, load_expansion
-from sdpnet.train.runfiles import read_jsonl, write_json
 
 __all__ = ["RunPlan", "SweepError", "collect_specs", "grid_points", "plan_runs", "run_state", "run_sweep", "main"]
 
@@ -281,6 +280,8 @@ def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[di
 
 def run_state(folder: Path) -> tuple[str, int]:
     """``("done", epochs)``, ``("partial", epochs saved)`` or ``("new", 0)`` for a run folder."""
+    from sdpnet.train.runfiles import read_jsonl   # sdpnet.train imports torch: not before the specs are parsed
+
     if (folder / "results.json").is_file():
         try:
             return "done", len(read_jsonl(folder / "metrics.jsonl"))
@@ -432,6 +433,8 @@ def _lock(out: Path) -> Any:
 
 def write_manifest(out: Path, plans: Sequence[RunPlan], argv: Sequence[str]) -> None:
     """``OUT/sweep.json``: every run ever planned in this folder (spec, source, grid, options) and each command."""
+    from sdpnet.train.runfiles import write_json
+
     path = out / "sweep.json"
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}

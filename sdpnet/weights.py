@@ -52,6 +52,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)      # in the model, not in the file
     unexpected: list[str] = field(default_factory=list)   # in the file, not in the model
     classifier: str = ""                                  # name prefix of the model's final layer
+    notes: list[str] = field(default_factory=list)        # why something was left out on purpose
 
     def not_loaded(self, outside_classifier: bool = False) -> list[str]:
         """Model tensors left at their initialisation (optionally only those outside the classifier)."""
@@ -71,7 +72,7 @@ class LoadReport:
             out.append(f"  not loaded {n}: file {tuple(a)}, model {tuple(b)}, kept the model's init{what}")
         out += [f"  not in the file {n}: kept the model's init" for n in self.missing]
         out += [f"  not in the model {n}: ignored" for n in self.unexpected]
-        return out
+        return out + [f"  {note}" for note in self.notes]
 
 
 def classifier_prefix(model: nn.Module) -> str:

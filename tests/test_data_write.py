@@ -192,7 +192,8 @@ class TestBadInput:
 
 
 def test_sigkill_leaves_no_target(tmp_path: Path):
-    """A writer killed with SIGKILL mid-way leaves nothing at the target path; a rerun cleans up."""
+    """A writer killed with SIGKILL mid-way leaves nothing at the target path; the next writer removes its
+    temporary .beton, its scratch folder and FFCV's shared-memory block of metadata."""
     root = tmp_path / "big"
     rng = np.random.default_rng(1)
     for c in ("a", "b"):
@@ -216,8 +217,10 @@ def test_sigkill_leaves_no_target(tmp_path: Path):
         os.killpg(proc.pid, signal.SIGKILL)   # the writer and its FFCV worker processes
         proc.wait()
     assert not out.exists() and not Path(str(out) + ".json").exists()
-    # the next run completes and clears the dead writer's temporary file
+    shm = [Path("/dev/shm", (w / "shm").read_text()) for w in out.parent.glob(".train.beton.*.work")]
+    assert len(shm) == 1 and shm[0].exists()   # what SIGKILL leaves behind, found by name
+    # the next run completes and clears the dead writer's temporary file, scratch folder and shared memory
     res = run_script("write_imagenet.py", f"--cfg.data_dir={root}", f"--cfg.write_path={out}",
                      "--cfg.subset=8", "--cfg.num_workers=1")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert sorted(os.listdir(out.parent)) == ["train.beton", "train.beton.json"]
+    assert sorted(os.listdir(out.parent)) == ["train.beton", "train.beton.json"] and not shm[0].exists()

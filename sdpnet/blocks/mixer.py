@@ -9,6 +9,7 @@ gives the same hidden values. The body ``MLP`` (``norm=ln``) is the Mixer's chan
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -25,6 +26,22 @@ def _resample_positions(w: torch.Tensor, grid: tuple[int, int], size: tuple[int,
     table = w.reshape(1, -1, *grid)  # (1, rows, gh, gw)
     table = F.interpolate(table, size=size, mode="bilinear", align_corners=False)
     return table.reshape(*lead, size[0] * size[1]).movedim(-1, dim)
+
+
+def _grid_weights(w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None,
+                  grid: tuple[int, int], size: tuple[int, int]) -> tuple[torch.Tensor | None, ...]:
+    """fc1/fc2 weights and biases made for ``grid``, for a ``size`` grid (as they are when it is ``grid``)."""
+    if tuple(size) == tuple(grid):
+        return w1, b1, w2, b2
+    scale = (grid[0] * grid[1]) / (size[0] * size[1])
+    w1 = _resample_positions(w1, grid, size, 1) * scale
+    w2 = _resample_positions(w2, grid, size, 0)
+    b2 = None if b2 is None else _resample_positions(b2, grid, size, 0)
+    return w1, b1, w2, b2
+
+
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): its size test needs real shapes.
+torch.fx.wrap("_grid_weights")
 
 
 @register_block("TMLP")
@@ -53,16 +70,9 @@ class TokenMixingMlp(nn.Module):
         self.fc2 = nn.Linear(hidden, positions, bias=bias)
         self.drop_path = make_drop_path(drop_path)
 
-    def _weights(self, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    def _weights(self, size: tuple[int, int]) -> tuple[torch.Tensor | None, ...]:
         """fc1/fc2 weights and biases for a ``size`` grid (as they are at the native grid)."""
-        w1, b1, w2, b2 = self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
-        if size == self.grid:
-            return w1, b1, w2, b2
-        scale = (self.grid[0] * self.grid[1]) / (size[0] * size[1])
-        w1 = _resample_positions(w1, self.grid, size, 1) * scale
-        w2 = _resample_positions(w2, self.grid, size, 0)
-        b2 = None if b2 is None else _resample_positions(b2, self.grid, size, 0)
-        return w1, b1, w2, b2
+        return _grid_weights(self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.grid, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape

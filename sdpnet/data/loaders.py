@@ -213,8 +213,9 @@ def dataset_stats(path: str, mean: Sequence[float] | None = None,
     mean = mean if mean is not None else meta.get("mean", IMAGENET_MEAN)
     std = std if std is not None else meta.get("std", IMAGENET_STD)
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    if mean.shape != (3,) or std.shape != (3,) or (std <= 0).any():
-        raise ValueError(f"mean/std must be 3 values each with std > 0, got mean={mean}, std={std}")
+    if mean.shape != (3,) or std.shape != (3,) or not (np.isfinite(mean).all() and np.isfinite(std).all()) \
+            or (std <= 0).any():
+        raise ValueError(f"mean/std must be 3 finite values each with std > 0, got mean={mean}, std={std}")
     return mean, std
 
 
