@@ -291,6 +291,62 @@ class TestTraining:
         assert not torch.equal(p, ref[n]) and isinstance(ema.module, SpecNet)
 
 
+def test_timm_training_pipeline(tmp_path) -> None:
+    """What timm's train.py does with a model, on real Fashion-MNIST images: create_model with train.py's
+    keywords, --grad-checkpointing, resolve_data_config + create_dataset/create_loader (ImageFolder of PNGs),
+    create_optimizer_v2 with --layer-decay 0.75, --model-ema (ModelEmaV3), a scheduler, a few steps, eval."""
+    import gzip
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import ModelEmaV3
+
+    source = Path("/usr/share/datasets/fashion-mnist")
+    if not source.is_dir():
+        pytest.skip("the dataset-fashion-mnist package is not installed")
+    with gzip.open(source / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:64]
+    with gzip.open(source / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:64]
+    for split in ("train", "validation"):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            (tmp_path / split / f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, "L").save(tmp_path / split / f"c{label}" / f"{i}.png")
+
+    torch.manual_seed(0)
+    model = timm.create_model("sdpnet_fashion_mnist", pretrained=False, in_chans=3, num_classes=10, drop_rate=0.0,
+                              drop_path_rate=0.1, global_pool=None, scriptable=False)
+    model.set_grad_checkpointing(enable=True)
+    config = resolve_data_config({}, model=model)
+    assert config["input_size"] == (3, 28, 28) and config["crop_pct"] == 0.9
+    loader = create_loader(create_dataset("", root=str(tmp_path), split="train", is_training=True),
+                           input_size=config["input_size"], batch_size=16, is_training=True, use_prefetcher=False,
+                           mean=config["mean"], std=config["std"], num_workers=0)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1, warmup_epochs=0,
+                                       updates_per_epoch=len(loader))
+    ema = ModelEmaV3(model, decay=0.9)
+    model.train()
+    losses = []
+    for step, (x, y) in enumerate(loader):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(model, step=step)
+        scheduler.step_update(step + 1)
+        losses.append(loss.item())
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert len({g["lr_scale"] for g in optimizer.param_groups}) > 2
+    ema.module.eval()
+    with torch.no_grad():
+        assert ema.module(x).shape == (x.shape[0], 10)
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_fx_trace_every_preset(name: str) -> None:
     """torch.fx.symbolic_trace and torchvision's create_feature_extractor trace every preset (at width 32) and

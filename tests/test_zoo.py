@@ -102,7 +102,7 @@ class TestSmallZooRuns:
 def timm():
     """timm, with every spec file registered."""
     timm = pytest.importorskip("timm")
-    import sdpnet.timm_models  # noqa: F401  (registers every spec file)
+    sdpnet.register_timm()  # (import sdpnet + import timm registers them already; this says it)
 
     return timm
 
@@ -111,9 +111,9 @@ class TestTimmRegistration:
     @pytest.mark.parametrize("path", PRESETS + ZOO, ids=lambda p: p.stem)
     def test_create_model(self, timm, path: Path) -> None:
         """timm.create_model builds every spec by its registered name, with the spec's parameter count."""
-        from sdpnet.timm_models import timm_name
+        from sdpnet.presets import preset_name
 
-        name = timm_name(json.loads(path.read_text())["name"])
+        name = preset_name(json.loads(path.read_text())["name"])
         assert timm.is_model(name)
         model = timm.create_model(name, pretrained=False, device="meta")
         assert isinstance(model, sdpnet.builder.SpecNet)

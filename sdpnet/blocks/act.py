@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +51,35 @@ class GatedAct(nn.Module):
         return self.act(a) * b
 
 
+class _StarReLUFunction(torch.autograd.Function):
+    """``scale * relu(x) ** 2 + bias`` with a hand-written backward.
+
+    Autograd of the plain expression runs 4 kernels forward (relu, pow, mul, add) and about 8 backward, and
+    keeps both ``relu(x)`` and its square; here it is 3 forward and 5 backward, keeping ``relu(x)`` only (it
+    is 0 where ``x <= 0``, so it carries ReLU's gradient mask too). On MetaFormer's wide hidden layers that is
+    a few percent of a CPU training step.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        r = F.relu(x)
+        ctx.save_for_backward(r, scale)
+        return torch.addcmul(bias, r * scale, r)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r, scale = ctx.saved_tensors
+        gr = grad * r
+        grad_scale = (gr * r).sum().reshape(scale.shape)
+        return gr.mul_(2 * scale), grad_scale, grad.sum().reshape(scale.shape)
+
+
 class StarReLU(nn.Module):
     """StarReLU (MetaFormer baselines): ``scale * relu(x) ** 2 + bias`` with a learnable scalar scale and bias.
 
-    Computed as timm's ``StarReLU`` computes it (scale, then bias), so weights map one to one.
+    The same function and parameters as timm's ``StarReLU`` (``scale``, ``bias``, each of shape (1,)), read in
+    the same order (scale, then bias), so weights map one to one; the gradient is computed by hand
+    (:class:`_StarReLUFunction`).
 
     Args:
         scale: initial scale (1, as MetaFormer).
@@ -66,7 +92,7 @@ class StarReLU(nn.Module):
         self.bias = nn.Parameter(torch.full((1,), float(bias)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.relu(x).square() + self.bias
+        return _StarReLUFunction.apply(x, self.scale, self.bias)
 
 
 class SquaredReLU(nn.Module):
