@@ -36,6 +36,7 @@ import sdpnet
 from sdpnet.config import ConfigError, altering_keys, load_options, option, options_dict, parse_options
 from sdpnet.data import (BetonInfo, DataFileError, LoaderError, check_beton, check_same_classes, dataset_stats,
                          make_train_loader, make_val_loader, set_train_resolution)
+from sdpnet.train.schedule import TimeBudget, lr_at_progress
 from sdpnet.train import (BatchAugment, CheckpointError, DistInfo, Meter, MixCut, ModelEma, barrier, cleanup,
                           git_revision, init_distributed, load_checkpoint, lr_at, make_adamw, make_criterion,
                           os_error_text, plot_run, remove_stale_temps, res_at, rng_state, save_checkpoint,
@@ -184,6 +185,14 @@ class Dist:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """a fixed cost per run: training time instead of epochs (python -m sdpnet sweep --budget.minutes)"""
+    minutes: float = option(0.0, "train this many minutes of training time (evaluation and the first step, which "
+                                 "compiles, not counted), the lr schedule and resolution ramp of training.epochs laid "
+                                 "over them; 0: train training.epochs epochs", ge=0)
+
+
+@dataclass(frozen=True)
 class Options:
     """Every option of a run, checked; the sections' fields are plain values."""
     model: Model
@@ -196,6 +205,7 @@ class Options:
     validation: Validation
     logging: Logging
     dist: Dist
+    budget: Budget
 
 
 def expand_spec(argv: list[str]) -> list[str]:
@@ -444,10 +454,13 @@ def make_lr_schedule(lr: Lr, peak: float, steps_per_epoch: int, epochs: int):
 
 
 def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, *, epoch: int, amp: bool,
-                grad_clip: float, log_interval: int, bar: tqdm, dump: list | None) -> tuple[dict, int]:
+                grad_clip: float, log_interval: int, bar: tqdm, dump: list | None,
+                budget: TimeBudget | None = None, agree=None) -> tuple[dict, int]:
     """One pass over ``loader``; returns the epoch's mean train loss (all ranks) and the next step.
 
     The loss is read (one host sync) every ``log_interval`` steps; a NaN or infinite loss stops the run.
+    With a time ``budget`` the epoch ends early when the budget is spent (ranks agree on the time spent
+    through ``agree`` at the log-interval syncs).
     """
     model.train()
     meter = Meter(("loss",), next(model.parameters()).device)
@@ -471,7 +484,14 @@ def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, 
             ema.update(unwrap(model), step)
         meter.add(x.shape[0], loss=loss.detach() * x.shape[0])
         step += 1
-        if (i + 1) % log_interval == 0 or i + 1 == len(loader):  # the only host syncs
+        if budget is not None:
+            budget.tick()
+        sync = (i + 1) % log_interval == 0 or i + 1 == len(loader)
+        if budget is not None and agree is not None and sync:
+            budget.agree(agree)
+        if budget is not None and budget.done:
+            break
+        if sync:  # the only host syncs
             m = meter.read()
             if not math.isfinite(m["loss"]):
                 raise RunError(f"the training loss became {m['loss']} by step {step} (epoch {epoch + 1}, lr "
@@ -539,6 +559,7 @@ def train(job: Job) -> int:
     rows = start_run_folder(job) if info.is_main else list(job.resume.rows if job.resume else [])
     barrier()  # the folder exists before any rank reads or writes in it
     torch.manual_seed(o.training.seed + info.rank)  # per-rank augmentation streams
+    flops = model_flops(job.model, o.validation.res) if info.is_main else None   # on the CPU, before it moves
     model = job.model.to(info.device, memory_format=torch.channels_last if o.training.channels_last
                          else torch.preserve_format)
     ema = ModelEma(model, decay=o.ema.decay, warmup=o.ema.warmup) if o.ema.enabled else None
@@ -556,6 +577,13 @@ def train(job: Job) -> int:
                                  channels_last=t.channels_last, os_cache=d.os_cache)
     steps_per_epoch = len(train_loader)
     lr_fn = make_lr_schedule(o.lr, job.peak_lr, steps_per_epoch, t.epochs)
+    budget = None
+    if o.budget.minutes > 0:   # the schedule of t.epochs laid over the time: progress = time spent / budget
+        spent = (job.resume.state.get("budget_spent_s") or 0.0) if job.resume else 0.0
+        budget = TimeBudget(60 * o.budget.minutes, spent=spent, shared=info.distributed)
+        kw = dict(peak_lr=job.peak_lr, warmup_epochs=o.lr.warmup_epochs, t0_epochs=o.lr.t0_epochs or t.epochs,
+                  t_mult=o.lr.t_mult, eta_min=o.lr.eta_min)
+        lr_fn = lambda step: lr_at_progress(budget.progress, epochs=t.epochs, steps_per_epoch=steps_per_epoch, **kw)  # noqa: E731
     opt = make_adamw(model, lr=job.peak_lr, weight_decay=t.weight_decay)
     aug, mix = make_batch_transforms(a, job.num_classes, info.device, d.train_path)
     criterion = make_criterion(bce=t.loss == "bce")
@@ -582,10 +610,14 @@ def train(job: Job) -> int:
         for note in job.notes:
             print(f"note: {note}")
 
-    # ---- the epoch loop
-    last_epoch = t.epochs if not t.stop_after else min(t.epochs, t.stop_after)
+    # ---- the epoch loop (with a time budget: until the time is spent)
+    last_epoch = t.epochs if budget is None else 10 ** 9
+    last_epoch = min(last_epoch, t.stop_after) if t.stop_after else last_epoch
+    agree = (lambda v: all_reduce_max(v, info.device)) if budget is not None and info.distributed else None
     for epoch in range(start_epoch, last_epoch):
-        res = res_at(epoch, **res_kw)
+        if budget is not None and budget.done:
+            break
+        res = res_at(epoch if budget is None else int(budget.progress * t.epochs), **res_kw)
         set_train_resolution(train_loader, res)
         train_loader.next_epoch = epoch  # data order is a function of (seed, epoch), also after a resume
         order = train_loader.next_traversal_order() if o.dist.dump_samples else None
@@ -593,9 +625,13 @@ def train(job: Job) -> int:
                    disable=not (o.logging.progress and info.is_main), dynamic_ncols=True, leave=True)
         dump = [] if o.dist.dump_samples else None
         t0 = time.perf_counter()
+        if budget is not None:
+            budget.resume()
         stats, step = train_epoch(ddp_model, train_loader, opt, ema, aug, mix, criterion, lr_fn, step, epoch=epoch,
                                   amp=job.amp, grad_clip=t.grad_clip, log_interval=o.logging.log_interval, bar=bar,
-                                  dump=dump)
+                                  dump=dump, budget=budget, agree=agree)
+        if budget is not None:
+            budget.pause()
         epoch_time = time.perf_counter() - t0
         bar.close()
         train_time += epoch_time
@@ -603,6 +639,8 @@ def train(job: Job) -> int:
         best = max(best, evals["top1"])
         record = {"epoch": epoch + 1, "train_loss": stats["train_loss"], **evals, "lr": stats["lr"],
                   "res": res, "img_per_s": stats["images"] / epoch_time, "epoch_time": epoch_time}
+        if budget is not None:
+            record["progress"] = budget.progress
         bad = [k for k, v in record.items() if not math.isfinite(v)]
         if bad:
             raise RunError(f"{bad[0]} is {record[bad[0]]} after epoch {epoch + 1}: the model diverged and epoch "
@@ -614,23 +652,58 @@ def train(job: Job) -> int:
         if info.is_main:
             commit(run, {"model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
                          "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step, "rng": rngs,
-                         "best_top1": best, "train_time_s": train_time, "metrics": rows})
+                         "best_top1": best, "train_time_s": train_time, "metrics": rows,
+                         "budget_spent_s": budget.spent if budget is not None else None})
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         barrier()
 
-    if info.is_main and last_epoch == t.epochs:
+    finished = budget.done if budget is not None else last_epoch == t.epochs
+    if info.is_main and finished:
         last = rows[-1]
         breaks = compile_graph_breaks() if job.compile else None
+        later = rows[1:] or rows   # the first epoch pays FFCV's compilation
+        cost = {"flops": flops, "flops_res": o.validation.res,
+                "img_per_s": sum(r["img_per_s"] * r["epoch_time"] for r in later) / sum(r["epoch_time"] for r in later),
+                **peak_memory(info.device)}
+        if budget is not None:
+            cost |= {"budget_s": budget.seconds, "budget_time_s": budget.spent, "budget_excluded_s": budget.excluded}
         write_json(run / "results.json", {
             "top1": last["top1"], "top5": last["top5"], "ema_top1": last.get("ema_top1"),
-            "ema_top5": last.get("ema_top5"), "best_top1": best, "epochs": t.epochs,
+            "ema_top5": last.get("ema_top5"), "best_top1": best,
+            "epochs": t.epochs if budget is None else round(step / steps_per_epoch, 3),
             "train_time_s": train_time, "params": n_params, "spec": job.spec_record["canonical"],
-            "graph_breaks": breaks})
+            "graph_breaks": breaks, **cost})
         if breaks:
             print(f"warning: torch.compile broke the graph {breaks} time(s) (run with TORCH_LOGS=graph_breaks "
                   f"to see where): the compiled model runs slower than it could", file=sys.stderr)
         plot_run(run)
     return 0
+
+
+def model_flops(model: torch.nn.Module, res: int) -> int:
+    """FLOPs of one image at ``res`` px, counted as ``python -m sdpnet summary`` counts them (eval mode)."""
+    from sdpnet.summary import summarize
+
+    was_training = model.training
+    try:
+        return summarize(model.eval(), res)["flops"]
+    finally:
+        model.train(was_training)
+
+
+def peak_memory(device: torch.device) -> dict:
+    """The run's peak memory in MiB: CUDA memory allocated on a GPU, the process's peak resident set on a CPU."""
+    if device.type == "cuda":
+        return {"peak_mem_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20, "peak_mem_kind": "cuda_allocated"}
+    import resource
+    return {"peak_mem_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_mem_kind": "cpu_rss"}
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """The largest ``value`` over the ranks (the time a data-parallel budget agrees on)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
 
 
 def compile_graph_breaks() -> int:

@@ -1,9 +1,10 @@
 """Model benchmark: CPU training-step throughput against timm, and speed + peak memory of SdP-Net models.
 
-1. Our ``specs/zoo/vit_small_patch16_224.json`` against timm's ``vit_small_patch16_224``: a training step
-   (forward, cross-entropy, backward; no optimizer step) at batch 32, 224 px, fp32 on the CPU. The two models
-   alternate within each round, in ABBA order across rounds so drift in machine load hits both alike. The
-   figure to read (target >= 1.0) is the median over rounds of each round's ratio (ours / timm): the two
+1. Our zoo specs against timm's models of the same name: ``vit_small_patch16_224``, ``convnext_tiny``,
+   ``caformer_s18`` and ``mixer_s16_224`` (``--families`` picks some). A training step (forward,
+   cross-entropy, backward; no optimizer step) at batch 32, 224 px, fp32 on the CPU. The two models of a
+   family alternate within each round, in ABBA order across rounds so drift in machine load hits both alike.
+   The figure to read (target >= 1.0) is the median over rounds of each round's ratio (ours / timm): the two
    runs of a round are adjacent in time, so the pair shares the machine's state. The ratio of the two
    models' median img/s and of their best rounds (the least disturbed by other processes) are printed too.
 2. ``specs/xxs.json`` and the design card's example ``P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP`` at ``dim=96``:
@@ -16,6 +17,7 @@
 Run from the repository root (CPU timings are noisy; the load average is printed with the table)::
 
     python bench/bench_model.py --rounds 10 --steps 2
+    python bench/bench_model.py --rounds 3 --steps 1 --families convnext_tiny caformer_s18 mixer_s16_224 --no-sdpnet
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_EXAMPLE = "P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP"
+FAMILIES = ("vit_small_patch16_224", "convnext_tiny", "caformer_s18", "mixer_s16_224")  # timm name = zoo spec name
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -54,24 +57,28 @@ def batch(size: int, img: int, classes: int = 1000) -> tuple[torch.Tensor, torch
     return torch.randn(size, 3, img, img, generator=g), torch.randint(0, classes, (size,), generator=g)
 
 
-def compare_with_timm(rounds: int, steps: int, size: int, img: int) -> dict[str, float]:
-    """Median img/s of timm's vit_small_patch16_224 and ours, alternating; the ratios; our parameter count."""
+def compare_with_timm(name: str, rounds: int, steps: int, size: int, img: int) -> dict[str, float]:
+    """Median img/s of timm's model ``name`` and our ``specs/zoo/<name>.json``, alternating; the ratios; the
+    parameter count (equal: tests/test_families.py, tests/test_zoo.py)."""
     import timm
 
     import sdpnet
 
     torch.manual_seed(0)
-    models = {"timm": timm.create_model("vit_small_patch16_224", pretrained=False).train(),
-              "ours": sdpnet.build(REPO / "specs/zoo/vit_small_patch16_224.json").train()}
+    try:  # timm's models with a fixed input size (ViT, Mixer) are made for ``img``
+        ref = timm.create_model(name, pretrained=False, img_size=img)
+    except TypeError:  # convolutional ones take any size
+        ref = timm.create_model(name, pretrained=False)
+    models = {"timm": ref.train(), "ours": sdpnet.build(REPO / "specs" / "zoo" / f"{name}.json", img_size=img).train()}
     x, y = batch(size, img)
     for model in models.values():  # warm-up: first-call allocations and kernel selection
         train_step(model, x, y)
-    rates: dict[str, list[float]] = {name: [] for name in models}
-    for r in tqdm(range(rounds), desc="vit_small: timm vs ours", unit="round"):
+    rates: dict[str, list[float]] = {key: [] for key in models}
+    for r in tqdm(range(rounds), desc=f"{name}: timm vs ours", unit="round"):
         order = list(models) if r % 2 == 0 else list(reversed(models))
-        for name in order:
-            rates[name].append(images_per_second(models[name], x, y, steps))
-    result = {name: statistics.median(v) for name, v in rates.items()}
+        for key in order:
+            rates[key].append(images_per_second(models[key], x, y, steps))
+    result = {key: statistics.median(v) for key, v in rates.items()}
     result["ratio"] = statistics.median(o / t for o, t in zip(rates["ours"], rates["timm"]))
     result["ratio_of_medians"] = result["ours"] / result["timm"]
     result["ratio_best"] = max(rates["ours"]) / max(rates["timm"])  # best rounds: least disturbed by other load
@@ -122,6 +129,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per model per round")
     parser.add_argument("--batch", type=int, default=32, help="batch size")
     parser.add_argument("--img-size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
+                        help="the zoo models to race against timm's")
+    parser.add_argument("--no-sdpnet", action="store_true", help="skip the SdP-Net speed and memory rows")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one spec, print JSON
     parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,21 +141,26 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, batch {args.batch}, "
           f"{args.img_size} px, forward + backward; start: {load()}")
-    vs = compare_with_timm(args.rounds, args.steps, args.batch, args.img_size)
-    rows = [("vit_small_patch16_224 (timm)", vs["params"], vs["timm"], None),
-            ("vit_small_patch16_224 (ours)", vs["params"], vs["ours"], None)]
-    for label, spec, overrides in (("specs/xxs.json", str(REPO / "specs/xxs.json"), {}),
-                                   (f"{CARD_EXAMPLE} dim=96", CARD_EXAMPLE, {"dim": 96})):
-        m = run_isolated(spec, overrides, args.steps, args.batch, args.img_size)
-        rows.append((label, m["params"], m["img_s"], m["peak_mib"]))
+    rows: list[tuple[str, int, float, float | None]] = []
+    races = {}
+    for name in args.families:
+        vs = races[name] = compare_with_timm(name, args.rounds, args.steps, args.batch, args.img_size)
+        rows += [(f"{name} (timm)", vs["params"], vs["timm"], None), (f"{name} (ours)", vs["params"], vs["ours"], None)]
+    if not args.no_sdpnet:
+        for label, spec, overrides in (("specs/xxs.json", str(REPO / "specs/xxs.json"), {}),
+                                       (f"{CARD_EXAMPLE} dim=96", CARD_EXAMPLE, {"dim": 96})):
+            m = run_isolated(spec, overrides, args.steps, args.batch, args.img_size)
+            rows.append((label, m["params"], m["img_s"], m["peak_mib"]))
     print(f"\n{'model':<46} {'params':>12} {'img/s':>8} {'peak MiB':>9}")
     for label, params, rate, peak in rows:
         p = f"{params:,}"
         mem = f"{peak:.0f}" if peak is not None else "-"
         print(f"{label:<46} {p:>12} {rate:>8.2f} {mem:>9}")
-    print(f"\nours / timm img/s over {args.rounds} rounds x {args.steps} steps: median of per-round ratios "
-          f"{vs['ratio']:.3f} (target >= 1.0); ratio of medians {vs['ratio_of_medians']:.3f}, "
-          f"of best rounds {vs['ratio_best']:.3f}; end: {load()}")
+    print(f"\nours / timm img/s over {args.rounds} rounds x {args.steps} steps (target >= 1.0):")
+    print(f"{'model':<28} {'median of per-round ratios':>27} {'ratio of medians':>17} {'of best rounds':>15}")
+    for name, vs in races.items():
+        print(f"{name:<28} {vs['ratio']:>27.3f} {vs['ratio_of_medians']:>17.3f} {vs['ratio_best']:>15.3f}")
+    print(f"end: {load()}")
 
 
 if __name__ == "__main__":

@@ -270,10 +270,12 @@ class SpecNet(nn.Module):
 
         From a token sequence the pool gets the class tokens and the image tokens as an H'W' x 1 grid: the
         sequence no longer says the grid's shape, so a pool must treat the image's positions as a set (GAP,
-        SEQPOOL, TOKS do). With the pooling off (``global_pool=""``) the features pass through.
+        SEQPOOL, TOKS do). With the pooling off (``global_pool=""``) the features pass through, or, when there
+        is a classifier layer (``num_classes > 0``), the classifier runs at every position (as timm's models
+        without pooling do): (B, num_classes, H', W') from a map, (B, T + H'W', num_classes) from a sequence.
         """
         if not self.global_pool:
-            return x
+            return self._dense(x) if self.num_classes and not pre_logits else x
         if self.num_prefix_tokens:
             t = x[:, : self.num_cls]  # register tokens dropped
             image = x[:, self.num_prefix_tokens:].transpose(1, 2).unsqueeze(-1)  # (B, C, H'W', 1)
@@ -281,10 +283,20 @@ class SpecNet(nn.Module):
             t, image = x.new_zeros(x.shape[0], 0, x.shape[1]), x
         return self._classify(self.pool(image, t), pre_logits)
 
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier at every position of features ``x`` (a map or a token sequence)."""
+        if x.ndim == 4:
+            B, C, H, W = x.shape
+            y = self.head[-1](x.permute(0, 2, 3, 1).reshape(B * H * W, C))
+            return y.reshape(B, H, W, y.shape[-1]).permute(0, 3, 1, 2)
+        B, N, C = x.shape
+        return self.head[-1](x.reshape(B * N, C)).reshape(B, N, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> logits (after ``reset_classifier(0)``: pre-logits features; with the pooling off: features)."""
+        """Image -> logits (after ``reset_classifier(0)``: pre-logits features; with the pooling off: features,
+        or logits at every position, see :meth:`forward_head`)."""
         if not self.global_pool:
-            return self.forward_features(x)
+            return self.forward_head(self.forward_features(x))
         x, t, _ = self._run(x, class_tokens_only=self._class_tokens_only)
         return self._classify(self.pool(x, t[:, : self.num_cls]))
 
@@ -374,28 +386,18 @@ class SpecNet(nn.Module):
 
         Args:
             num_classes: classes of the new ``fc``.
-            global_pool: None keeps the pooling; ``""`` turns it off (needs ``num_classes=0``: the model then
-                outputs :meth:`forward_features`' output); the spec's pool name (e.g. ``"gap"``, any case) turns
-                it back on. Other pools need another spec head.
+            global_pool: None keeps the pooling; ``""`` turns it off (the model then outputs
+                :meth:`forward_features`' output, or logits at every position when ``num_classes > 0``); the
+                spec's pool name (e.g. ``"gap"``, any case) turns it back on. Other pools need another spec head.
         """
         if global_pool is not None:
-            pool_name = next(layer.name for layer in self.plan.layers if layer.kind == "pool")
-            if global_pool == "":
-                if num_classes:
-                    raise ValueError(f"reset_classifier({num_classes}, global_pool=''): without pooling the model "
-                                     f"outputs unpooled features and has no classifier; pass num_classes=0")
-            elif global_pool.upper() != pool_name or not len(self.head):
-                raise ValueError(f"global_pool={global_pool!r}: this model pools with its spec's {pool_name} "
-                                 f"(global_pool={pool_name.lower()!r}) or not at all (''); another pooling "
-                                 f"needs another spec head")
-            self.global_pool = pool_name if global_pool else ""
-        elif num_classes and not self.global_pool:
-            raise ValueError(f"reset_classifier({num_classes}): the pooling is off; pass the spec's pool as "
-                             f"global_pool to turn it back on")
-        self._class_tokens_only = self._shortcut()
-        self.num_classes = num_classes
-        if not len(self.head):  # pruned: nothing to reset
+            self._set_global_pool(global_pool)
+        if not len(self.head):  # pruned with its head: no classifier to make
+            if num_classes:
+                raise ValueError(f"reset_classifier({num_classes}): the head was pruned "
+                                 f"(prune_intermediate_layers); this model has no classifier")
             return
+        self.num_classes = num_classes
         ref = next(self.parameters(), None)
         with torch.device(ref.device) if ref is not None else contextlib.nullcontext():
             self.head[-1].reset_classifier(num_classes)
@@ -404,6 +406,16 @@ class SpecNet(nn.Module):
             fc.to(dtype=ref.dtype)
         fc.train(self.training)
         self.pretrained_cfg = self.default_cfg = self._cfg()
+
+    def _set_global_pool(self, global_pool: str) -> None:
+        """The pooling on (the spec's pool, named in any case) or off (``""``); the classifier stays."""
+        pool_name = next(layer.name for layer in self.plan.layers if layer.kind == "pool")
+        if global_pool and (global_pool.upper() != pool_name or not len(self.head)):
+            raise ValueError(f"global_pool={global_pool!r}: this model pools with its spec's {pool_name} "
+                             f"(global_pool={pool_name.lower()!r}) or not at all (''); another pooling "
+                             f"needs another spec head")
+        self.global_pool = pool_name if global_pool else ""
+        self._class_tokens_only = self._shortcut()
 
 
 def sequence_runs(kinds: tuple[str, ...]) -> list[tuple[int, int]]:

@@ -386,7 +386,8 @@ def load_config(argv: list[str], config: Config | None = None) -> Config:
     for path, param in config.entries.items():
         key = ".".join(path)
         if path in values and values[path][0] is None:
-            fix = "(it is required)" if param.required else f"or leave the key out for the default ({param.default!r})"
+            fix = ("(it is required)" if param.required else "or leave the key out to keep it unset"
+                   if param.default is None else f"or leave the key out for the default ({param.default!r})")
             errors.append(f"--{key} is null ({values[path][1]}): give {param.checker.help()} {fix}")
             continue
         raw, origin = values.get(path, (param.default, "default"))

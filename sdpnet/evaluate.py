@@ -68,6 +68,11 @@ def evaluate(models: dict[str, torch.nn.Module], loader, *, amp: bool,
     return out
 
 
+# FFCV loaders of a sweep stay referenced: dropping one frees numba-compiled functions that a later loader shares,
+# and numba's finalizer then prints a KeyError traceback ("Exception ignored in ...").
+_KEEP: list = []
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -154,6 +159,7 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
                                  subset=subset or None, crop_ratio=pre["crop_ratio"], mean=pre["mean"],
                                  std=pre["std"], channels_last=cl)
         out = evaluate({"model": model}, loader, amp=amp, confusion=k)
+        _KEEP.append(loader)
         wall = time.perf_counter() - t0
         sweep.append({"res": r, "loss": out["val_loss"], "top1": out["top1"], "top5": out["top5"],
                       "images": out["count"], "images_per_s": out["count"] / max(out["seconds"], 1e-9),

@@ -91,8 +91,8 @@ def _create(name: str, path: Path, file: Path | None = None, **kwargs: Any) -> S
         model = build(path, pretrained=file, **overrides)
     if dtype is not None:
         model.to(dtype=dtype)
-    if global_pool is not None and global_pool != model.global_pool:
-        model.reset_classifier(model.num_classes, global_pool)
+    if global_pool is not None:
+        model._set_global_pool(global_pool)
     return model
 
 

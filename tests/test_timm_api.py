@@ -71,15 +71,21 @@ class TestCreateModel:
         assert timm_model(torch.zeros(2, 3, 224, 224, device="meta")).shape == (2, 1000)  # MLP(h=1000) head
 
     def test_global_pool_off(self) -> None:
-        """global_pool='' (at creation or reset) gives the unpooled features; the spec's pool name turns it on."""
+        """global_pool='' (at creation or reset) gives the unpooled features, or with a classifier the logits at
+        every position (timm's models without pooling do the same); the spec's pool name turns it back on."""
         model = small(CONV).eval()
         x = torch.randn(2, 3, 32, 32)
         logits = model(x)
         model.reset_classifier(0, "")
         torch.testing.assert_close(model(x), model.forward_features(x))
         assert model(x).shape == (2, 48, 4, 4)
-        with pytest.raises(ValueError, match="pass num_classes=0"):
-            model.reset_classifier(5, "")
+        model.reset_classifier(5, "")
+        features, dense = model.forward_features(x), model(x)
+        assert dense.shape == (2, 5, 4, 4)
+        torch.testing.assert_close(dense[:, :, 1, 2], model.head[-1](features[:, :, 1, 2]))
+        hybrid = small(HYBRID).eval()
+        hybrid.reset_classifier(7, "")
+        assert hybrid(x).shape == (2, 3 + 16, 7)
         with pytest.raises(ValueError, match="pools with its spec's SEQPOOL"):
             model.reset_classifier(0, "avg")
         model.reset_classifier(10, "seqpool")

@@ -88,9 +88,12 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     names = list(found)
     meta_type = get_metadata_type(get_handlers(desc))
     meta_end = fields_end + n * meta_type.itemsize
-    if table_at > size or meta_end > table_at or (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
-        raise _fail(name, f"is truncated or damaged: {size} bytes, but its header needs {meta_end} bytes of "
-                          f"metadata and an allocation table from byte {table_at}")
+    if table_at > size:
+        raise _fail(name, f"is truncated: it has {size:,} bytes but its header says the data runs to byte "
+                          f"{table_at:,} (cut short while being copied or written?)")
+    if meta_end > table_at or (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
+        raise _fail(name, f"is truncated or damaged: {size:,} bytes do not hold the {n:,} samples' metadata and "
+                          f"allocation table its header describes")
     meta = np.fromfile(path, dtype=meta_type, count=n, offset=fields_end)
     table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
     image, label = meta[f"f{names.index('image')}"], meta[f"f{names.index('label')}"].astype(np.int64)
@@ -99,8 +102,8 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     where = np.minimum(np.searchsorted(ptrs, image["data_ptr"]), max(len(ptrs) - 1, 0))
     missing = int((ptrs[where] != image["data_ptr"]).sum()) if len(ptrs) else n
     if missing or (len(ptrs) and int((ptrs + sizes).max()) > table_at):
-        raise _fail(name, f"is truncated or damaged: {missing} of {n} images lie outside the file's "
-                          f"allocation table ({size} bytes)")
+        raise _fail(name, f"is truncated or damaged: {missing:,} of {n:,} images lie outside the file's "
+                          f"allocation table ({size:,} bytes)")
     raw = image["mode"] == 1
     short = raw & (sizes[where] < image["width"].astype(np.uint64) * image["height"] * 3)
     if ((image["mode"] > 1) | (image["width"] == 0) | (image["height"] == 0) | short).any():
