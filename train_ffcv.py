@@ -37,10 +37,14 @@ from sdpnet.config import ConfigError, altering_keys, load_options, option, opti
 from sdpnet.data import (BetonInfo, DataFileError, LoaderError, check_beton, check_same_classes, dataset_stats,
                          make_train_loader, make_val_loader, set_train_resolution)
 from sdpnet.train.schedule import TimeBudget, lr_at_progress
+from sdpnet.evaluate import evaluate
+from sdpnet.finetune import freeze_stem, init_from, lr_scales
+from sdpnet.runs import DATA_FILE, data_record
+from sdpnet.weights import WeightsError
 from sdpnet.train import (BatchAugment, CheckpointError, DistInfo, Meter, MixCut, ModelEma, barrier, cleanup,
                           git_revision, init_distributed, load_checkpoint, lr_at, make_adamw, make_criterion,
                           os_error_text, plot_run, remove_stale_temps, res_at, rng_state, save_checkpoint,
-                          scaled_lr, set_rng_state, topk_correct, wrap_ddp, write_json, write_jsonl)
+                          scaled_lr, set_rng_state, wrap_ddp, write_json, write_jsonl)
 
 REPO = Path(__file__).resolve().parent
 PROG = "train_ffcv.py"
@@ -67,6 +71,9 @@ class Model:
     spec: str = option(help="spec file (.json) or spec string; also given as --spec")
     drop_path: float | None = option(None, "stochastic depth rate (default: the spec's)", ge=0, lt=1)
     dropout: float | None = option(None, "dropout rate (default: the spec's)", ge=0, lt=1)
+    init_from: str = option("", "start from trained weights: a run folder, checkpoint.pt or .safetensors (another "
+                                "class count: new classifier; another resolution: position tables resampled)")
+    freeze_stem: bool = option(False, "do not train the stem's parameters (fine-tuning)")
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,8 @@ class Lr:
     t0_epochs: float = option(0.0, "length of the first cosine cycle in epochs (0: all epochs, plain cosine)", ge=0)
     t_mult: float = option(1.0, "each cosine cycle is t_mult times longer than the previous", ge=1)
     eta_min: float = option(1e-6, "lr at the bottom of each cycle (at most the peak lr)", ge=0)
+    layer_decay: float = option(1.0, "layer-wise lr decay: layer n of L+1 (stem 0, body blocks, head) learns at "
+                                     "lr x layer_decay^(L+1-n) (1: off)", gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,15 @@ def prepare(o: Options) -> Job:
     job = Job(o, info, model, spec_record, train_data.num_classes, amp, compile_, peak, run, record)
     if t.resume and (run / "checkpoint.pt").exists():
         job.resume = open_resume(job)
+    if o.model.init_from and job.resume is None:   # a resumed run has its own weights
+        try:
+            report = init_from(model, o.model.init_from, classes=train_data.classes)
+        except (WeightsError, FileNotFoundError) as e:
+            raise UsageError(f"--model.init_from={o.model.init_from}: {e}") from None
+        lines = report.lines()
+        job.notes += [f"--model.init_from={o.model.init_from}: {lines[0]}", *lines[1:]]
+    if o.model.freeze_stem:
+        job.notes.append(f"stem frozen: {freeze_stem(model):,} parameters not trained")
     return job
 
 
@@ -417,6 +435,7 @@ def start_run_folder(job: Job) -> list[dict]:
     if resume is None:   # a fresh run (also --training.resume=1 with no checkpoint yet)
         write_json(run / "config.json", job.record)
         write_json(run / "spec.json", job.spec_record)
+        write_json(run / DATA_FILE, data_record(job.opts.data.train_path, job.opts.data.val_path))  # class names
         for stale in ("metrics.jsonl", "results.json"):   # of an attempt that saved no epoch
             (run / stale).unlink(missing_ok=True)
         return []
@@ -471,7 +490,7 @@ def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, 
             dump.append(y.tolist())
         lr = lr_fn(step)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)   # layer-wise lr decay (--lr.layer_decay)
         x, t = mix(aug(x), y)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = criterion(model(x), t)
@@ -495,36 +514,13 @@ def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, 
             m = meter.read()
             if not math.isfinite(m["loss"]):
                 raise RunError(f"the training loss became {m['loss']} by step {step} (epoch {epoch + 1}, lr "
-                               f"{lr:.3g}): the run diverged and epoch {epoch + 1} is not saved; lower --lr.lr or "
-                               f"--lr.base_lr (or clip with --training.grad_clip), then start a new "
-                               f"--logging.folder or resume with --training.resume_changed=1")
+                               f"{lr:.3g}): the run diverged and {_saved(epoch)}; lower --lr.lr or --lr.base_lr "
+                               f"(or clip with --training.grad_clip)")
             bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{lr:.2e}",
                             img_s=f"{m['count'] / (time.perf_counter() - t0):.0f}", refresh=False)
             bar.update((i + 1) - bar.n)
     m = meter.read()
     return {"train_loss": m["loss"], "images": m["count"], "lr": lr_fn(step - 1)}, step
-
-
-@torch.no_grad()
-def evaluate(models: dict[str, torch.nn.Module], loader, *, amp: bool) -> dict[str, float]:
-    """Loss, top-1 and top-5 (fractions) of each model on the whole validation set (all ranks)."""
-    dev = next(next(iter(models.values())).parameters()).device
-    meters = {name: Meter(("loss", "top1", "top5"), dev) for name in models}
-    for m in models.values():
-        m.eval()
-    for x, y in loader:
-        for name, m in models.items():
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = m(x).float()
-            top1, top5 = topk_correct(logits, y, (1, 5))
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-            meters[name].add(x.shape[0], loss=loss, top1=top1, top5=top5)
-    out = {}
-    for name, meter in meters.items():
-        r = meter.read()
-        prefix = "" if name == "model" else f"{name}_"
-        out |= {f"{prefix}val_loss": r["loss"], f"{prefix}top1": r["top1"], f"{prefix}top5": r["top5"]}
-    return out
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -584,7 +580,8 @@ def train(job: Job) -> int:
         kw = dict(peak_lr=job.peak_lr, warmup_epochs=o.lr.warmup_epochs, t0_epochs=o.lr.t0_epochs or t.epochs,
                   t_mult=o.lr.t_mult, eta_min=o.lr.eta_min)
         lr_fn = lambda step: lr_at_progress(budget.progress, epochs=t.epochs, steps_per_epoch=steps_per_epoch, **kw)  # noqa: E731
-    opt = make_adamw(model, lr=job.peak_lr, weight_decay=t.weight_decay)
+    opt = make_adamw(model, lr=job.peak_lr, weight_decay=t.weight_decay,
+                     lr_scale=lr_scales(model, o.lr.layer_decay) if o.lr.layer_decay < 1 else None)
     aug, mix = make_batch_transforms(a, job.num_classes, info.device, d.train_path)
     criterion = make_criterion(bce=t.loss == "bce")
 
@@ -643,8 +640,8 @@ def train(job: Job) -> int:
             record["progress"] = budget.progress
         bad = [k for k, v in record.items() if not math.isfinite(v)]
         if bad:
-            raise RunError(f"{bad[0]} is {record[bad[0]]} after epoch {epoch + 1}: the model diverged and epoch "
-                           f"{epoch + 1} is not saved; lower --lr.lr or --lr.base_lr and start a new --logging.folder")
+            raise RunError(f"{bad[0]} is {record[bad[0]]} after epoch {epoch + 1}: the model diverged and "
+                           f"{_saved(epoch)}; lower --lr.lr or --lr.base_lr")
         rows.append(record)
         if dump is not None:
             dump_rank(run, info, epoch, order, dump, model)

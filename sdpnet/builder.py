@@ -117,16 +117,16 @@ class SpecNet(nn.Module):
         self._pool_reads_image = get_schema(pool_layer.name).reads_image
         self.head = nn.Sequential(*head[1:])
         self.stride = plan.stride
-        self.num_features = plan.num_features
         # timm's model attributes (see "The timm model API" in the module docstring)
+        self.feature_info = feature_info(plan)
+        self.num_features = self.feature_info[-1]["num_chs"]  # forward_features' channels (the pool's input)
         self.in_chans = plan.in_chans
         self.num_prefix_tokens = plan.num_cls + plan.num_reg
         self.global_pool = pool_layer.name  # "" once reset_classifier(0, "") turns the pooling off
         self.grad_checkpointing = False
-        self.feature_info = feature_info(plan)
         self._class_tokens_only = self._shortcut()
         self.init_weights()
-        self.head_hidden_size = self._pre_logits_width()
+        self.head_hidden_size = self._pre_logits_width(classifier.in_dim)
         self.pretrained_cfg = self.default_cfg = self._cfg()  # timm's current and older names
 
     def _shortcut(self) -> bool:
@@ -136,13 +136,14 @@ class SpecNet(nn.Module):
                 and self._kinds[-1] == "sequence"
                 and "num_queries" in inspect.signature(self.body[-1].forward).parameters)
 
-    def _pre_logits_width(self) -> int:
-        """Width of the classifier's ``pre_logits`` (what its ``fc`` reads), found by running it on zeros."""
+    def _pre_logits_width(self, pooled: int) -> int:
+        """Width of the classifier's ``pre_logits`` (what its ``fc`` reads), found by running it on zeros of the
+        pooled width ``pooled``."""
         classifier = self.head[-1]
         if not hasattr(classifier, "pre_logits"):  # its fc reads the pooled features themselves
-            return self.num_features
+            return pooled
         ref = next(classifier.parameters(), None)
-        zeros = torch.zeros(2, self.num_features, device=None if ref is None else ref.device,
+        zeros = torch.zeros(2, pooled, device=None if ref is None else ref.device,
                             dtype=None if ref is None else ref.dtype)
         training = classifier.training
         classifier.eval()

@@ -391,7 +391,8 @@ def test_diverged_run_stops_without_nan_in_json(base, tmp_path):
     run = tmp_path / "run"
     line = one_line_error(train(*base, f"--logging.folder={run}", "--lr.lr=1e30", "--logging.log_interval=1",
                                 "--training.grad_clip=0"), code=1)
-    assert re.search(r"the training loss became (nan|inf) by step \d+ \(epoch 1", line) and "not saved" in line
+    assert re.search(r"the training loss became (nan|inf) by step \d+ \(epoch 1", line), line
+    assert "no epoch is saved: start again; lower --lr.lr" in line
     assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()
     for f in run.glob("*.json"):
         json.loads(f.read_text(), parse_constant=lambda c: pytest.fail(f"{f.name} holds {c}"))

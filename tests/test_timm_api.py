@@ -109,6 +109,27 @@ class TestFeatures:
             assert f.shape == shape and f.shape[-1 if f.ndim == 3 else 1] == model.num_features
             torch.testing.assert_close(model.forward_head(f), model(x), rtol=1e-5, atol=1e-6)
 
+    def test_widening_pool(self) -> None:
+        """num_features is forward_features' width, head_hidden_size what fc reads: a user pool that doubles
+        the width (registered as docs/blocks.md shows) makes them differ, and forward_head still matches."""
+        from sdpnet import Width, register_block
+
+        if "MEANSX" not in sdpnet.list_blocks():
+            @register_block("MEANSX", kind="pool", roles=("head",), width=Width(factor=2), needs=("cls",),
+                            doc="pool: [mean of the image tokens, mean of the class tokens]")
+            class TwoMeans(nn.Module):
+                def __init__(self, in_dim: int) -> None:
+                    super().__init__()
+
+                def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                    return torch.cat([x.mean((2, 3)), t.mean(1)], dim=1)
+
+        model = small("P4+CLS2-ENC-MEANSX+LIN").eval()
+        x = torch.randn(2, 3, 32, 32)
+        assert model.num_features == 32 and model.head_hidden_size == 64
+        assert model.forward_features(x).shape == (2, 2 + 64, 32)
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+
     def test_feature_info(self) -> None:
         """One entry per stem and body layer: width, total stride, module name."""
         model = small(HYBRID)

@@ -78,7 +78,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:   # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
         first = str(e).strip().split("\n")[0][:200]
-        raise CheckpointError(f"'{path}' cannot be read ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"'{path}' cannot be read: it is truncated or damaged ({type(e).__name__}: "
+                              f"{first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"'{path}' holds a {type(state).__name__}, not a checkpoint")
     return state
