@@ -33,7 +33,8 @@ import torch
 from tqdm import tqdm
 
 import sdpnet
-from sdpnet.config import ConfigError, altering_keys, load_options, option, options_dict, parse_options
+from sdpnet.config import (ConfigError, altering_keys, load_options, option, option_defaults, options_dict,
+                           parse_options)
 from sdpnet.data import (BetonInfo, DataFileError, LoaderError, check_beton, check_same_classes, dataset_stats,
                          make_train_loader, make_val_loader, set_train_resolution)
 from sdpnet.train.schedule import TimeBudget, lr_at_progress
@@ -409,12 +410,14 @@ def config_changes(run: Path, record: dict, spec_record: dict) -> dict[str, list
             loaded = {"unreadable": name}   # nothing to compare with: every value counts as changed
         old, old_spec = (loaded, old_spec) if name == "config.json" else (old, loaded)
     absent = "(absent)"
+    defaults = option_defaults(Options)   # an option the run predates counts as its default
     out = {}
     for key in sorted(altering_keys(Options)):
         sec, name = key.split(".")
         section = old.get(sec) if isinstance(old.get(sec), dict) else {}
-        if section.get(name, absent) != record[sec][name]:
-            out[key] = [section.get(name, absent), record[sec][name]]
+        before = section.get(name, absent if "unreadable" in old else defaults[key])
+        if before != record[sec][name]:
+            out[key] = [before, record[sec][name]]
     for key in ("world_size", "data_files"):
         if old.get(key, absent) != record[key]:
             out[key] = [old.get(key, absent), record[key]]
@@ -521,6 +524,14 @@ def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, 
             bar.update((i + 1) - bar.n)
     m = meter.read()
     return {"train_loss": m["loss"], "images": m["count"], "lr": lr_fn(step - 1)}, step
+
+
+def _saved(epoch: int) -> str:
+    """What a run that fails in (0-based) ``epoch`` has saved, and how to go on."""
+    if epoch == 0:
+        return "no epoch is saved: start again"
+    return (f"epoch {epoch + 1} is not saved (the run folder holds epoch {epoch}): continue with "
+            f"--training.resume=1 --training.resume_changed=1")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -58,8 +58,8 @@ from fastargs.exceptions import MissingValueError, ValidationError
 from sdpnet.text import BOOL_WORDS, nearest, parse_bool
 
 __all__ = ["Bool", "Int", "Float", "Value", "ConfigError", "option", "declare", "build_options",
-           "load_options", "parse_options", "options_dict", "altering_keys", "parse_config",
-           "load_config", "config_to_dict"]
+           "load_options", "parse_options", "options_dict", "option_defaults", "altering_keys",
+           "parse_config", "load_config", "config_to_dict"]
 
 
 class ConfigError(ValueError):
@@ -268,6 +268,11 @@ def parse_options(container: type, argv: list[str] | None = None, *, description
 def options_dict(options: Any) -> dict[str, dict[str, Any]]:
     """The sections of an options instance as plain nested dicts ({section: {key: value}})."""
     return dataclasses.asdict(options)
+
+
+def option_defaults(container: type) -> dict[str, Any]:
+    """Dotted key -> default of every option (``dataclasses.MISSING`` for a required one)."""
+    return {f"{name}.{f.name}": f.default for name, cls in _sections(container) for f in dataclasses.fields(cls)}
 
 
 def altering_keys(container: type) -> set[str]:

@@ -12,7 +12,7 @@ from fastargs.validation import And, InRange, OneOf
 
 from conftest import run_script
 from sdpnet.config import (Bool, ConfigError, altering_keys, config_to_dict, load_config, load_options, option,
-                           options_dict, parse_config, parse_options)
+                           option_defaults, options_dict, parse_config, parse_options)
 
 
 def make_config() -> Config:
@@ -232,6 +232,7 @@ class TestOptions:
     def test_altering_keys(self):
         """Options marked alters=False are the ones a resumed run may change."""
         assert altering_keys(Opts) == {"net.spec", "net.drop", "sched.lo", "sched.mode", "sched.fast"}
+        assert option_defaults(Opts)["sched.lo"] == 1 and option_defaults(Opts)["net.drop"] is None
 
     def test_parse_options_exits_2(self, capsys: pytest.CaptureFixture):
         """parse_options prints one line and exits 2; --help lists each option with its valid values."""

@@ -38,13 +38,14 @@ def meta_count(spec: str | Path) -> int:
 
 class TestByName:
     def test_every_spec_file_is_a_preset(self) -> None:
-        """Each spec file is listed under its name with the sdpnet_ prefix, and builds by that name."""
+        """Each spec file is listed under its name with the sdpnet_ prefix, and loads by that name."""
         index = presets.presets()
         assert sorted(index.values()) == sorted(SPEC_FILES)
         for path in SPEC_FILES:
             name = presets.preset_name(json.loads(path.read_text())["name"])
             assert index[name] == path
-            assert meta_count(name) == meta_count(path)
+            assert sdpnet.load_spec(name) == sdpnet.load_spec(path)
+        assert meta_count("sdpnet_xxs") == meta_count(REPO / "specs" / "xxs.json")
 
     def test_list_models(self) -> None:
         """list_models takes fnmatch patterns, as timm.list_models does."""
