@@ -14,7 +14,6 @@ Writes ``evaluate.json`` and ``confusion.png`` to ``--out`` (default ``RUN/eval`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

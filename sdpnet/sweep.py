@@ -331,12 +331,11 @@ def _pump(proc: subprocess.Popen, log: Any, name: str, echo: bool) -> None:
                 print(f"[{name}] {text}", flush=True)
 
 
-def _start(slot: _Slot, plan: RunPlan, out: Path, script: Path, budget: list[str], resumed: bool,
-           echo: bool) -> None:
+def _start(slot: _Slot, plan: RunPlan, out: Path, script: Path, resumed: bool, echo: bool) -> None:
     folder = out / plan.name
     folder.mkdir(parents=True, exist_ok=True)
     spec_file = out / "specs" / f"{plan.name}.json"
-    cmd = [sys.executable, str(script), *plan.args, *budget, f"--model.spec={spec_file}",
+    cmd = [sys.executable, str(script), *plan.args, f"--model.spec={spec_file}",
            f"--logging.folder={folder}", "--training.resume=1", "--logging.progress=0"]
     env = dict(os.environ)
     if slot.gpu is not None:
@@ -367,7 +366,7 @@ def _finish(slot: _Slot, out: Path) -> tuple[RunPlan, int, str]:
     return plan, rc or 1, f"FAILED {plan.name} (exit {rc}): {tail[0] if tail else 'no output'} (log: {log})"
 
 
-def run_sweep(plans: Sequence[RunPlan], out: Path, script: Path, budget: list[str], slots: list[str | None],
+def run_sweep(plans: Sequence[RunPlan], out: Path, script: Path, slots: list[str | None],
               echo: bool = True) -> tuple[list[str], list[str]]:
     """Run every plan not yet done, ``len(slots)`` at a time; returns (finished names, failed names)."""
     todo = []
@@ -387,7 +386,7 @@ def run_sweep(plans: Sequence[RunPlan], out: Path, script: Path, budget: list[st
                     how = f"resume after epoch {epochs}" if state == "partial" else "start"
                     where = f" on GPU {slot.gpu}" if slot.gpu is not None else ""
                     print(f"[{i}/{len(plans)}] {how} {plan.name}{where}: {plan.canonical}", flush=True)
-                    _start(slot, plan, out, script, budget, state == "partial", echo)
+                    _start(slot, plan, out, script, state == "partial", echo)
             time.sleep(0.2)
             for slot in pool:
                 if slot.proc is not None and slot.proc.poll() is not None:
@@ -533,7 +532,7 @@ def main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     try:
         write_manifest(out, plans, argv)
-        finished, failed = run_sweep(plans, out, Path(args.script), budget, slots, echo=not args.quiet)
+        finished, failed = run_sweep(plans, out, Path(args.script), slots, echo=not args.quiet)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to continue (finished runs are skipped, the "
               f"interrupted one resumes from its last epoch)", file=sys.stderr)
