@@ -269,7 +269,7 @@ class TestAttention:
 
     def test_maps_are_the_attention_the_layer_used(self):
         """Weights from the hooks reproduce the attention output: sum_j w_ij v_j, then the output projection."""
-        from sdpnet.attention_maps import attention_layers, attention_maps
+        from sdpnet.attention_maps import attention_maps
 
         torch.manual_seed(1)
         model = sdpnet.build("P4+CLS2-ENC(h=2,qkn=1)-TOKS+LIN", dim=16, num_classes=3, img_size=16).eval()

@@ -193,6 +193,17 @@ class TestNewBlocks:
         y = m.fc2(F.gelu(m.fc1(m.norm(m.conv_dw(x).permute(0, 2, 3, 1))))).permute(0, 3, 1, 2)
         torch.testing.assert_close(m(x), x + y)
 
+    @pytest.mark.parametrize("norm", ["bn", "gn1", "lnnb"])
+    def test_cnx_other_norms(self, norm: str) -> None:
+        """CNX takes any norm value: the channels-first norm of that name applied to the depthwise output."""
+        m = ConvNeXtBlock(8, norm=norm).eval()
+        x = torch.randn(2, 8, 5, 5)
+        ref = get_norm2d(norm, 8).eval()
+        ref.load_state_dict({k.removeprefix("norm."): v for k, v in m.norm.state_dict().items()})
+        h = ref(m.conv_dw(x)).permute(0, 2, 3, 1)
+        y = (m.fc2(F.gelu(m.fc1(h))) * m.gamma).permute(0, 3, 1, 2)
+        torch.testing.assert_close(m(x), x + y)
+
     def test_tmlp_mixes_positions(self) -> None:
         """TMLP's MLP runs over the H*W positions of each channel: a channel's output depends on every position."""
         m = TokenMixingMlp(4, (3, 3), mlp_ratio=2.0).eval()

@@ -28,7 +28,7 @@ TINY = {"name": "ft_tiny", "arch": "CT3(d=16,norm=bn),CT3(d=32,norm=bn)+CLS1-POS
         "num_classes": 5, "img_size": 28}
 
 
-def train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def train(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))}
     return subprocess.run([sys.executable, str(REPO / "train_ffcv.py"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -48,6 +48,8 @@ torch.fx.wrap("_grid_weights")
 class TokenMixingMlp(nn.Module):
     """MLP-Mixer token mixing: ``x + drop_path(fc2(act(fc1(norm(x)^T)))^T)`` over the positions of each channel.
 
+    The output is channels_last (the layout the channel MLP after it reads without a copy).
+
     Args:
         in_dim: channels (kept).
         grid: token grid (gh, gw) at the spec's ``img_size``: the MLP's input and output size is ``gh * gw``.
@@ -77,6 +79,11 @@ class TokenMixingMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         w1, b1, w2, b2 = self._weights((H, W))
-        y = self.norm(x).reshape(B, C, H * W)  # (B, C, HW): a row per channel
-        y = F.linear(self.act(F.linear(y, w1, b1)), w2, b2)
-        return x + self.drop_path(y.reshape(B, C, H, W))
+        n = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, HW, C): a view when channels_last
+        # (B, C, HW) @ (HW, hidden) and (HW, hidden) @ (B, hidden, C) as batched products of transposed views:
+        # no copy of the activations into a row-per-channel layout, and the result comes out channels-last
+        h = torch.bmm(n.transpose(1, 2), w1.t().expand(B, -1, -1))  # (B, C, hidden)
+        h = self.act(h if b1 is None else h + b1)
+        y = torch.bmm(w2.expand(B, -1, -1), h.transpose(1, 2))  # (B, HW, C)
+        y = y if b2 is None else y + b2[:, None]
+        return self.drop_path(y.reshape(B, H, W, C).permute(0, 3, 1, 2)) + x
