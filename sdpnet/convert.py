@@ -82,7 +82,8 @@ def read_order(module: nn.Module, forward: Callable[[torch.Tensor], Any], x: tor
 
 
 def from_timm(timm_model: nn.Module, spec: Any, **overrides: Any) -> SpecNet:
-    """Build ``spec`` (file, string or ModelSpec; ``overrides`` as in :func:`sdpnet.build`) with ``timm_model``'s weights.
+    """Build ``spec`` (file, string or ModelSpec; ``overrides`` as in :func:`sdpnet.build`) with ``timm_model``'s
+    weights.
 
     Raises ``ValueError`` when the spec does not compute with exactly the timm model's tensors.
     """

@@ -157,7 +157,8 @@ for schema in (
                 Param("k", "kernel_size", int, "down_kernel", None, range=KERNEL,
                       doc="conv kernel (default n; MetaFormer: k=3 with n=2), padding (k - n + 1) // 2")),
         width=Width("d", factor=2), stride="factor", context=("num_tokens",),
-        doc="downsample the image tokens by n (norm + k x k conv stride n, k = n unless given); tokens get a linear projection",
+        doc="downsample the image tokens by n (norm + k x k conv stride n, k = n unless given); "
+            "tokens get a linear projection",
         example="DOWN2(d=256)",
     ),
     BlockSchema("POS", ("stem", "body"), "layer",

@@ -1,7 +1,7 @@
 """timm's own model tests as the acceptance test of sdpnet's timm API, and timm's ``train.py`` as a client.
 
     .venv/bin/python tests/compat/run_timm_suite.py                    # timm's tests/test_models.py, sdpnet_* only
-    .venv/bin/python tests/compat/run_timm_suite.py -k "forward and not fx" --models "sdpnet_vit_*"
+    .venv/bin/python tests/compat/run_timm_suite.py -k "forward and not fx" --models "sdpnet_vit_*" sdpnet_xl
     .venv/bin/python tests/compat/run_timm_suite.py --train --train-py /path/to/train.py
 
 1. ``pip download timm==<installed version> --no-binary :all: --no-deps`` into ``--work`` (kept, so a second run
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdpnet-timm-suite",
                         help="folder for timm's sdist and the run's files (default: %(default)s)")
-    parser.add_argument("--models", default="sdpnet_*", help="fnmatch pattern of the models to test")
+    parser.add_argument("--models", nargs="+", default=["sdpnet_*"], help="fnmatch patterns of the models to test")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression over timm's tests")
     parser.add_argument("--no-suite", action="store_true", help="skip timm's test_models.py")
     parser.add_argument("--train", action="store_true", help="also run timm's train.py for a few steps")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     if not args.no_suite:
         extra = [*(["-k", args.keyword] if args.keyword else []), *args.pytest_args]
-        failed += run_suite(root, args.models, extra)
+        failed += run_suite(root, ",".join(args.models), extra)
     if args.train:
         rc = run_train(train_py.resolve(), args.work, args.train_model, args.train_epochs)
         print(f"train.py exit status: {rc}")

@@ -5,7 +5,8 @@ It changes no test: it only decides which models timm's model lists hold, the wa
 ``list_models(...)`` calls at the top of ``test_models.py`` would for models that lived in timm.
 
 - ``timm.list_models`` / ``timm.list_pretrained``, as ``test_models.py`` imports them, list only the models
-  matching ``SDPNET_TIMM_MODELS`` (default ``sdpnet_*``), filtered by the same include/exclude patterns.
+  matching ``SDPNET_TIMM_MODELS`` (comma-separated fnmatch patterns, default ``sdpnet_*``), filtered by the
+  same include/exclude patterns.
 - ``pretrained=True`` lists nothing: sdpnet publishes no weights (the pretrained tests do not apply).
 - ``module=[...]`` (timm's list of model families that implement ``forward_intermediates``) includes every
   sdpnet model, since every ``SpecNet`` implements it.
@@ -35,7 +36,7 @@ import sdpnet
 
 sdpnet.register_timm()
 
-_PATTERN = os.environ.get("SDPNET_TIMM_MODELS", "sdpnet_*")
+_PATTERNS = os.environ.get("SDPNET_TIMM_MODELS", "sdpnet_*").split(",")
 _REPORT = os.environ.get("SDPNET_TIMM_REPORT")
 _TEST_FILE = Path(os.environ["SDPNET_TIMM_TEST_FILE"])
 _original_list_models = timm.list_models
@@ -50,9 +51,9 @@ def _constant(path: Path, name: str) -> list[str]:
 
 
 _NON_STD = set(_constant(_TEST_FILE, "NON_STD_FILTERS"))
-_SDPNET = _original_list_models(_PATTERN)
+_SDPNET = _original_list_models(_PATTERNS)
 if not _SDPNET:
-    raise RuntimeError(f"no registered timm model matches {_PATTERN!r}")
+    raise RuntimeError(f"no registered timm model matches {_PATTERNS}")
 _TOKENS: dict[str, bool] = {}
 
 
@@ -80,7 +81,7 @@ def list_models(filter: str | Iterable[str] = "", module: str | Iterable[str] = 
     """timm's ``list_models`` restricted to the sdpnet models (see the module docstring)."""
     if pretrained:
         return []
-    names = _original_list_models(_PATTERN, name_matches_cfg=name_matches_cfg)
+    names = _original_list_models(_PATTERNS, name_matches_cfg=name_matches_cfg)
     include = [p for p in _strs(filter) if p]
     exclude = [p for p in _strs(exclude_filters) if p]
     if include:
