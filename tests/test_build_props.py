@@ -16,7 +16,7 @@ from tests.test_spec_props import specs
 torch.set_num_threads(2)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(specs())
 def test_resolvable_specs_build_and_run(tree):
     """A random spec that resolves at dim 16 / 32 px builds, runs forward and backward, with finite logits."""
@@ -25,7 +25,7 @@ def test_resolvable_specs_build_and_run(tree):
     except SpecError:
         assume(False)
         return
-    assume(max(layer.out_dim for layer in plan.layers) <= 256)  # keep each example cheap
+    assume(len(plan.layers) <= 24 and max(layer.out_dim for layer in plan.layers) <= 256)  # keep each example cheap
     model = build(plan)
     res = 32 // plan.stride * plan.stride  # the grid at img_size is >= 1 (resolution checks it)
     x = torch.randn(2, 3, res, res)
