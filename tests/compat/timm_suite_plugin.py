@@ -69,10 +69,11 @@ def _strs(value: str | Iterable[str]) -> list[str]:
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
-    by_name = [p for p in patterns if p not in _NON_STD]
-    if any(fnmatch.fnmatch(name, p) for p in by_name):
-        return True
-    return len(by_name) < len(patterns) and _has_prefix_tokens(name)
+    """Whether ``name`` matches ``patterns``; when they hold the whole NON_STD_FILTERS list, its patterns mean
+    "has prefix tokens" for sdpnet models (other lists may share a pattern or two with it, by name)."""
+    non_std = _NON_STD <= set(patterns)
+    by_name = [p for p in patterns if not (non_std and p in _NON_STD)]
+    return any(fnmatch.fnmatch(name, p) for p in by_name) or (non_std and _has_prefix_tokens(name))
 
 
 def list_models(filter: str | Iterable[str] = "", module: str | Iterable[str] = "", pretrained: bool = False,
