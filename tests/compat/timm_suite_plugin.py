@@ -13,8 +13,10 @@ It changes no test: it only decides which models timm's model lists hold, the wa
 - timm's ``NON_STD_FILTERS`` names the "transformer / hybrid models" whose ``forward_features`` is a token
   sequence rather than a feature map. sdpnet names do not follow timm's family names, so for sdpnet models
   that list means what it describes: a model with prefix (class/register) tokens, ``num_prefix_tokens > 0``,
-  is non-standard; one without has a (B, C, H, W) feature map and takes the standard tests. The list is read
-  from ``test_models.py`` itself (``ast.literal_eval`` of the assignment), not copied.
+  is non-standard; one without has a (B, C, H, W) feature map and takes the standard tests (so
+  ``sdpnet_convmixer_*`` is standard although ``*mixer_*`` is in the list). This applies where a model list
+  is built with the whole of NON_STD_FILTERS; patterns other lists share with it (``gemma4_vit*``) match by
+  name. The list is read from ``test_models.py`` itself (``ast.literal_eval`` of the assignment), not copied.
 - Tests not parametrized over a listed sdpnet model (timm's tests of its own named models) are deselected.
 
 Every result is appended to ``SDPNET_TIMM_REPORT`` (JSON lines: nodeid, outcome, first line of the reason).
