@@ -176,6 +176,7 @@ class Validation:
     res: int = option(224, "validation resolution (px); a multiple of the model's stride", ge=1)
     batch_size: int = option(256, "batch size per process", ge=1)
     crop_ratio: float = option(224 / 256, "centre crop of this fraction of the short side", gt=0, le=1)
+    flip: bool = option(False, "test-time augmentation: average the logits of each image and its mirror image")
 
 
 @dataclass(frozen=True)
@@ -643,7 +644,8 @@ def train(job: Job) -> int:
         epoch_time = time.perf_counter() - t0
         bar.close()
         train_time += epoch_time
-        evals = evaluate({"model": model, **({"ema": ema.module} if ema else {})}, val_loader, amp=job.amp)
+        evals = evaluate({"model": model, **({"ema": ema.module} if ema else {})}, val_loader, amp=job.amp,
+                         flip=o.validation.flip)
         best = max(best, evals["top1"])
         record = {"epoch": epoch + 1, "train_loss": stats["train_loss"], **evals, "lr": stats["lr"],
                   "res": res, "img_per_s": stats["images"] / epoch_time, "epoch_time": epoch_time}

@@ -15,8 +15,9 @@ output).
 
 The timm model API (what ``timm.create_model``, timm's ``train.py`` and torchvision's feature extraction use):
 ``forward_features`` returns one tensor, ``[prefix tokens; image tokens]`` (B, T + HW, C) for models with
-class/register tokens, else the feature map (B, C, H, W), and ``forward_head`` takes it; ``pre_logits`` is what
-the classifier's ``fc`` reads, the output after ``reset_classifier(0)``; ``feature_info`` lists every stem and
+class/register tokens, else the feature map (B, C, H, W), and ``forward_head`` takes it; ``pre_logits`` is the
+classifier without its class-dependent layers (``fc``; an ``MLP`` head's hidden layer too, as timm's
+MetaFormer), the output after ``reset_classifier(0)`` and with ``num_classes=0``; ``feature_info`` lists every stem and
 body layer (its image tokens, width, total stride), which ``forward_intermediates``,
 ``prune_intermediate_layers`` and ``features_only=True`` index; ``set_grad_checkpointing`` checkpoints the body
 blocks; ``group_matcher`` groups stem, body blocks, head for layer-wise lr decay; ``pretrained_cfg`` has timm's
@@ -137,8 +138,8 @@ class SpecNet(nn.Module):
                 and "num_queries" in inspect.signature(self.body[-1].forward).parameters)
 
     def _pre_logits_width(self, pooled: int) -> int:
-        """Width of the classifier's ``pre_logits`` (what its ``fc`` reads), found by running it on zeros of the
-        pooled width ``pooled``."""
+        """Width of the classifier's ``pre_logits`` (its output without class-dependent layers), found by running
+        it on zeros of the pooled width ``pooled``."""
         classifier = self.head[-1]
         if not hasattr(classifier, "pre_logits"):  # its fc reads the pooled features themselves
             return pooled
@@ -258,16 +259,16 @@ class SpecNet(nn.Module):
         return self._features(x, t)
 
     def _classify(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """The classifier on pooled features ``f``; ``pre_logits``: what its ``fc`` reads (its ``pre_logits(f)``,
-        or ``f`` for a classifier without one)."""
+        """The classifier on pooled features ``f``; ``pre_logits``: its output without class-dependent layers (its
+        ``pre_logits(f)``, or ``f`` for a classifier without one)."""
         classifier = self.head[-1]
         if not pre_logits:
             return classifier(f)
         return classifier.pre_logits(f) if hasattr(classifier, "pre_logits") else f
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """:meth:`forward_features`' output -> logits; with ``pre_logits`` what the classifier's ``fc`` reads
-        (B, :attr:`head_hidden_size`), the output of the model after ``reset_classifier(0)``.
+        """:meth:`forward_features`' output -> logits; with ``pre_logits`` the classifier's output without its
+        class-dependent layers (B, :attr:`head_hidden_size`), the output of the model after ``reset_classifier(0)``.
 
         From a token sequence the pool gets the class tokens and the image tokens as an H'W' x 1 grid: the
         sequence no longer says the grid's shape, so a pool must treat the image's positions as a set (GAP,
@@ -400,12 +401,12 @@ class SpecNet(nn.Module):
             return
         self.num_classes = num_classes
         ref = next(self.parameters(), None)
+        classifier = self.head[-1]
         with torch.device(ref.device) if ref is not None else contextlib.nullcontext():
-            self.head[-1].reset_classifier(num_classes)
-        fc = self.get_classifier()
+            classifier.reset_classifier(num_classes)  # new layers (fc, an MLP's hidden layer) on the device
         if ref is not None:
-            fc.to(dtype=ref.dtype)
-        fc.train(self.training)
+            classifier.to(dtype=ref.dtype)
+        classifier.train(self.training)
         self.pretrained_cfg = self.default_cfg = self._cfg()
 
     def _set_global_pool(self, global_pool: str) -> None:

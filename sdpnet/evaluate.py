@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from sdpnet.text import parse_bool
 from sdpnet.train.metrics import Meter, topk_correct
 
 __all__ = ["evaluate", "evaluate_run", "plot_confusion", "main"]
@@ -28,8 +29,10 @@ __all__ = ["evaluate", "evaluate_run", "plot_confusion", "main"]
 
 @torch.no_grad()
 def evaluate(models: dict[str, torch.nn.Module], loader, *, amp: bool,
-             confusion: int = 0) -> dict[str, Any]:
+             confusion: int = 0, flip: bool = False) -> dict[str, Any]:
     """Loss, top-1 and top-5 (fractions) of each model on the whole validation set (all ranks).
+
+    ``flip``: test-time augmentation, the logits are the mean of the image's and its mirror image's.
 
     Keys: ``val_loss``, ``top1``, ``top5`` for the model named ``model``, ``<name>_val_loss``... for the others.
     ``confusion=K`` (the class count) adds ``[<name>_]confusion``, a K x K int64 tensor (rows: true class,
@@ -49,6 +52,8 @@ def evaluate(models: dict[str, torch.nn.Module], loader, *, amp: bool,
                 t0 = time.perf_counter()
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = m(x).float()
+                if flip:
+                    logits = (logits + m(x.flip(-1)).float()) / 2
             if confusion:
                 _sync(dev)
                 seconds[name] += time.perf_counter() - t0
@@ -121,14 +126,14 @@ def _same_file(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
-def _recorded(trained, res: int, val_path: str, subset: int) -> dict[str, Any] | None:
+def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict[str, Any] | None:
     """The metrics.jsonl row of the checkpoint's epoch, when this evaluation repeats the run's validation."""
     from sdpnet.train.runfiles import read_jsonl
 
     cfg = trained.config or {}
     if trained.run is None or not (trained.run / "metrics.jsonl").is_file():
         return None
-    same = (res == cfg.get("validation", {}).get("res") and _same_file(val_path, cfg.get("data", {}).get("val_path"))
+    same = (res == cfg.get("validation", {}).get("res") and flip == bool(cfg.get("validation", {}).get("flip")) and _same_file(val_path, cfg.get("data", {}).get("val_path"))
             and subset == int(cfg.get("data", {}).get("val_subset") or 0))
     epoch = trained.source.get("epoch")
     rows = [r for r in read_jsonl(trained.run / "metrics.jsonl") if r.get("epoch") == epoch]
@@ -139,7 +144,7 @@ def _recorded(trained, res: int, val_path: str, subset: int) -> dict[str, Any] |
 
 
 def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_size: int, num_workers: int,
-                 device: torch.device, amp: bool) -> dict[str, Any]:
+                 device: torch.device, amp: bool, flip: bool = False) -> dict[str, Any]:
     """Evaluate ``trained`` (:class:`sdpnet.runs.Trained`) at each resolution; the report as a JSON-able dict.
 
     The first resolution also gets the per-class accuracy and the confusion matrix (``confusion``, a list of
@@ -157,7 +162,7 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
         loader = make_val_loader(val_path, batch_size=batch_size, res=r, num_workers=num_workers, device=device,
                                  subset=subset or None, crop_ratio=pre["crop_ratio"], mean=pre["mean"],
                                  std=pre["std"], channels_last=cl)
-        out = evaluate({"model": model}, loader, amp=amp, confusion=k)
+        out = evaluate({"model": model}, loader, amp=amp, confusion=k, flip=flip)
         _KEEP.append(loader)
         wall = time.perf_counter() - t0
         sweep.append({"res": r, "loss": out["val_loss"], "top1": out["top1"], "top5": out["top5"],
@@ -168,9 +173,9 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
     per_class = [{"index": i, "class": trained.class_name(i), "samples": int(cm[i].sum()),
                   "top1": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None} for i in range(k)]
     report = {"source": trained.source, "weights": trained.weights, "val_path": val_path, "val_subset": subset,
-              "device": str(device), "amp": amp, "crop_ratio": pre["crop_ratio"], "sweep": sweep,
+              "device": str(device), "amp": amp, "flip": flip, "crop_ratio": pre["crop_ratio"], "sweep": sweep,
               "per_class": per_class, "confusion": cm.tolist()}
-    rec = _recorded(trained, res[0], val_path, subset)
+    rec = _recorded(trained, res[0], val_path, subset, flip)
     if rec is not None:
         rec["matches"] = rec["top1"] == sweep[0]["top1"]
         report["recorded"] = rec
@@ -181,7 +186,8 @@ def print_report(report: dict[str, Any], file=sys.stdout) -> None:
     """The report as tables: the resolution sweep, then per-class accuracy, then the check against the run."""
     subset = f" (subset {report['val_subset']})" if report["val_subset"] else ""
     print(f"{report['source'].get('run') or report['source'].get('file')} ({report['weights']} weights) on "
-          f"{report['val_path']}{subset}, {report['device']}{', bf16' if report['amp'] else ''}", file=file)
+          f"{report['val_path']}{subset}, {report['device']}{', bf16' if report['amp'] else ''}"
+          f"{', flip test-time augmentation' if report.get('flip') else ''}", file=file)
     print(f"{'res':>5} {'images':>7} {'loss':>8} {'top-1':>8} {'top-5':>8} {'img/s':>9}", file=file)
     for r in report["sweep"]:
         print(f"{r['res']:>5} {r['images']:>7} {r['loss']:>8.4f} {100 * r['top1']:>7.2f}% {100 * r['top5']:>7.2f}% "
@@ -226,6 +232,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None, help="FFCV decoding threads (default: the run's)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default=None,
                    help="bf16 autocast (default: the run's training.amp; auto is bf16 on CUDA, off on the CPU)")
+    p.add_argument("--flip", type=parse_bool, default=None, metavar="BOOL",
+                   help="average the logits of each image and its mirror image (default: the run's validation.flip)")
     p.add_argument("--out", help="folder for evaluate.json and confusion.png (default: RUN/eval, or "
                                  "FILE_STEM-eval beside a weights file)")
 
@@ -260,13 +268,14 @@ def run(args: argparse.Namespace) -> int:
             raise RunError(f"--batch-size={batch}: give a positive batch size")
         workers = args.num_workers or trained.val.get("num_workers", 2)
         amp = _amp(args.amp or trained.val.get("amp", "auto"), device)
+        flip = args.flip if args.flip is not None else trained.val.get("flip", False)
     except (RunError, ValueError, FileNotFoundError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else (trained.run / "eval" if trained.run else
                                            Path(args.run).with_name(Path(args.run).stem + "-eval"))
     report = evaluate_run(trained, res=res, val_path=val_path, subset=subset, batch_size=batch,
-                          num_workers=workers, device=device, amp=amp)
+                          num_workers=workers, device=device, amp=amp, flip=flip)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(args.run).name}: top-1 {100 * report['sweep'][0]['top1']:.2f}% at {res[0]} px"
     report["confusion_png"] = str(plot_confusion(torch.tensor(report["confusion"]),

@@ -146,7 +146,8 @@ def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
                   "max_resolution": data.get("max_resolution"), "channels_last": bool(t.get("channels_last", True))}
     val = {"val_path": d.get("val_path"), "val_subset": int(d.get("val_subset") or 0),
            "batch_size": int(v.get("batch_size", 256)), "num_workers": int(d.get("num_workers", 2)),
-           "os_cache": bool(d.get("os_cache", True)), "amp": t.get("amp", "auto")}
+           "os_cache": bool(d.get("os_cache", True)), "amp": t.get("amp", "auto"),
+           "flip": bool(v.get("flip", False))}
     source = {**meta["source"], "run": str(run), "spec": spec.get("canonical", spec.get("arch"))}
     return Trained(model.eval(), spec, data.get("classes"), preprocess, meta["source"]["weights"], source, run,
                    config, val)

@@ -251,11 +251,15 @@ def build_pretrained(spec: Any, path: str | os.PathLike, **overrides: Any) -> nn
     Without a ``num_classes`` override the model gets the class count of the weights (the file's metadata, or its
     classifier's rows for a checkpoint), so its classifier loads too; with another one it keeps a new
     classifier. Every other tensor must fit (position tables are resampled to the spec's ``img_size``), else
-    WeightsError.
+    WeightsError. ``num_classes=0`` loads the weights with their classifier, then removes it
+    (``reset_classifier(0)``: an ``MLP`` head's hidden layer goes too), so it equals the loaded model reset to 0.
     """
     from sdpnet.builder import build
 
     path = Path(path)
+    no_classifier = overrides.get("num_classes") == 0
+    if no_classifier:
+        del overrides["num_classes"]
     if "num_classes" not in overrides:
         state, meta = state_dict_from(path)
         num = (meta.get("spec") or {}).get("num_classes")
@@ -268,6 +272,8 @@ def build_pretrained(spec: Any, path: str | os.PathLike, **overrides: Any) -> nn
             overrides["num_classes"] = int(num)
     model = build(spec, **overrides)
     load_pretrained(model, path, strict=True)
+    if no_classifier:
+        model.reset_classifier(0)
     return model
 
 

@@ -24,6 +24,7 @@ from sdpnet.data.loaders import subset_indices
 REPO = Path(__file__).resolve().parents[1]
 FMNIST = "/usr/share/datasets/fashion-mnist"
 VAL_SUBSET = 500
+CLS_SPEC = "CT3(d=32,norm=bn),CONV3(act=relu,d=64),CT3(d=128,norm=bn)+CLS2-POS-DWC3+MLP(r=2.0),ENC(h=4,r=2.0)-LIN"
 
 
 def run_py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -46,6 +47,19 @@ def demo_run(fashion_mnist_betons: Path, tmp_path_factory) -> Path:
                  f"--data.train_path={d / 'train.beton'}", f"--data.val_path={d / 'val.beton'}",
                  "--data.train_subset=1536", f"--data.val_subset={VAL_SUBSET}", "--training.epochs=1",
                  "--logging.progress=0", f"--logging.folder={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def cls_run(fashion_mnist_betons: Path, tmp_path_factory) -> Path:
+    """A hybrid whose 2 class tokens read the image through one encoder (the previous demo), one epoch on 512
+    training images: the attention tool draws what class tokens look at."""
+    d = fashion_mnist_betons
+    run = tmp_path_factory.mktemp("cls") / "run"
+    res = run_py("train_ffcv.py", "--spec", CLS_SPEC, "-C", "configs/fashion_mnist.yaml", f"--data.train_path={d / 'train.beton'}",
+                 f"--data.val_path={d / 'val.beton'}", "--data.train_subset=512", f"--data.val_subset={VAL_SUBSET}",
+                 "--training.epochs=1", "--logging.progress=0", f"--logging.folder={run}")
     assert res.returncode == 0, res.stderr[-3000:]
     return run
 
@@ -92,9 +106,40 @@ class TestEvaluate:
             assert im.format == "PNG" and min(im.size) > 300
         assert "Ankle boot" in res.stdout and "top-1" in res.stdout
 
+    def test_flip_test_time_augmentation(self, demo_run, val_images, tmp_path):
+        """``flip``: the logits are the mean over the image and its mirror, so mirrored inputs score the same."""
+        from sdpnet.evaluate import evaluate
+        from sdpnet.runs import open_trained
+
+        trained = open_trained(str(demo_run), "model")
+        mean, std = (torch.tensor(trained.preprocess[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        images, labels = val_images
+        x = (torch.from_numpy(images).float()[:, None].expand(-1, 3, -1, -1) - mean) / std
+        y = torch.from_numpy(labels).long()
+        model = trained.model
+        plain = evaluate({"model": model}, [(x, y)], amp=False)
+        tta = evaluate({"model": model}, [(x, y)], amp=False, flip=True)
+        mirrored = evaluate({"model": model}, [(x.flip(-1), y)], amp=False, flip=True)
+        with torch.no_grad():
+            by_hand = (model(x) + model(x.flip(-1))) / 2
+        assert tta["top1"] == pytest.approx((by_hand.argmax(1) == y).float().mean().item())
+        assert tta["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(by_hand, y).item(), rel=1e-5)
+        assert mirrored["top1"] == tta["top1"] and mirrored["val_loss"] == pytest.approx(tta["val_loss"], rel=1e-5)
+        assert plain["val_loss"] != pytest.approx(tta["val_loss"], rel=1e-5)
+        res = sdpnet_cli("evaluate", str(demo_run), "--flip=1", f"--out={tmp_path}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        rep = evaluate_json(tmp_path)
+        assert rep["flip"] is True and "flip test-time augmentation" in res.stdout
+        if json.loads((demo_run / "config.json").read_text())["validation"]["flip"]:
+            assert rep["recorded"]["matches"]   # the run's own validation
+        else:
+            assert "recorded" not in rep   # not the run's validation: nothing to compare with
+
     def test_usage_errors(self, demo_run, tmp_path):
+        stride = sdpnet.build(REPO / "specs" / "fashion_mnist.json").stride
         cases = [(["evaluate", str(tmp_path / "nope")], "does not exist"),
-                 (["evaluate", str(demo_run), "--res", "30"], "multiple of the model's stride 4; use 28"),
+                 (["evaluate", str(demo_run), "--res", "30"],
+                  f"multiple of the model's stride {stride}; use {max(stride, 30 // stride * stride)}"),
                  (["evaluate", str(demo_run), "--data.val_path=missing.beton"], "not found")]
         for args, msg in cases:
             res = sdpnet_cli(*args)
@@ -234,16 +279,16 @@ class TestExport:
 
 
 class TestAttention:
-    def test_cli_maps_are_distributions(self, demo_run, val_images, tmp_path):
+    def test_cli_maps_are_distributions(self, cls_run, val_images, tmp_path):
         files = write_pngs(tmp_path / "img", val_images[0][:2])
         out = tmp_path / "maps"
-        res = sdpnet_cli("attention", str(demo_run), *map(str, files), "--out", str(out))
+        res = sdpnet_cli("attention", str(cls_run), *map(str, files), "--out", str(out))
         assert res.returncode == 0, res.stderr[-3000:]
         for f in files:
             with Image.open(out / f"{f.stem}_attention.png") as im:
                 assert im.format == "PNG"
             z = np.load(out / f"{f.stem}_attention.npz")
-            assert list(z["names"]) == ["body.3.attn"]          # the demo's one ENC
+            assert list(z["names"]) == ["body.3.attn"]          # the one ENC
             w, (gh, gw) = z["layer0"], z["grids"][0]
             assert (gh, gw) == (7, 7) and int(z["num_tokens"]) == 2
             assert w.shape == (2, 4, 2 + 49)                    # class tokens, heads, tokens that exist

@@ -271,14 +271,19 @@ class TestStemsAndHeads:
         torch.testing.assert_close(m(x, x.new_zeros(2, 0, DIM)), (w.unsqueeze(-1) * s).sum(1))
 
     def test_mlp_head_and_reset(self) -> None:
-        """The head MLP is LN -> Linear -> tanh -> Linear; reset_classifier swaps the last Linear."""
+        """The head MLP is LN -> Linear -> tanh -> Linear; reset_classifier swaps the last Linear and keeps the
+        hidden one; 0 classes drop both (the output is the normed features, pre_logits), more make both anew."""
         m = MlpHead(DIM, CLASSES, hidden=12)
         f = torch.randn(2, DIM)
         torch.testing.assert_close(m(f), m.fc(torch.tanh(m.pre(m.norm(f)))))
+        pre = m.pre
         m.reset_classifier(3)
-        assert m(f).shape == (2, 3)
+        assert m(f).shape == (2, 3) and m.pre is pre
         m.reset_classifier(0)
-        assert m(f).shape == (2, 12) and m.out_dim == 12
+        assert m(f).shape == (2, DIM) and not list(m.pre.parameters())
+        torch.testing.assert_close(m(f), m.pre_logits(f))
+        m.reset_classifier(4)
+        assert m(f).shape == (2, 4) and m.pre.weight.shape == (12, DIM)
         lin = LinearHead(DIM, CLASSES, norm="none", bias=False)
         lin.reset_classifier(7)
         assert lin.fc.bias is None and lin(f).shape == (2, 7)

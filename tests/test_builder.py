@@ -117,11 +117,11 @@ class TestModelApi:
         x = torch.randn(2, 3, 32, 32)
         torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
         assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.head_hidden_size)
-        assert model.head_hidden_size == 20 and model.num_features == 32
+        assert model.head_hidden_size == 32 == model.num_features  # MLP(h=20): its hidden layer is the classifier's
         model.reset_classifier(7)
         assert model(x).shape == (2, 7) and model.num_classes == 7 and model.pretrained_cfg["num_classes"] == 7
         model.reset_classifier(0)
-        assert model(x).shape == (2, 20)
+        assert model(x).shape == (2, 32)
         assert model.pretrained_cfg["classifier"] == "head.0.fc" and model.pretrained_cfg["first_conv"] == "stem.0.proj"
 
     def test_no_weight_decay(self) -> None:

@@ -56,19 +56,36 @@ class TestCreateModel:
             timm.create_model("sdpnet_xxs", pretrained=True)
 
     def test_num_classes_zero(self) -> None:
-        """num_classes=0 builds no classifier: the model outputs its pre-logits features, equal to pre_logits of
-        the same weights with a classifier, and to reset_classifier(0)."""
+        """num_classes=0 builds no classifier: the model outputs its pooled, normed features (num_features wide;
+        an MLP head's hidden layer belongs to the classifier, as timm's MetaFormer), equal to pre_logits of the
+        same weights with a classifier, and to reset_classifier(0)."""
         with_fc, without = small(HYBRID), small(HYBRID, num_classes=0)
-        without.load_state_dict({k: v for k, v in with_fc.state_dict().items() if not k.startswith("head.0.fc")})
+        assert not any(k.startswith(("head.0.pre", "head.0.fc")) for k in without.state_dict())
+        without.load_state_dict({k: v for k, v in with_fc.state_dict().items()
+                                 if not k.startswith(("head.0.pre", "head.0.fc"))})
         with_fc.eval(), without.eval()
         x = torch.randn(2, 3, 32, 32)
         pre = with_fc.forward_head(with_fc.forward_features(x), pre_logits=True)
-        assert without(x).shape == (2, 24) == pre.shape and without.head_hidden_size == 24
+        assert without(x).shape == (2, 48) == pre.shape
+        assert without.head_hidden_size == with_fc.head_hidden_size == without.num_features == 48
         torch.testing.assert_close(without(x), pre)
         with_fc.reset_classifier(0)
         torch.testing.assert_close(with_fc(x), pre)
         timm_model = timm.create_model("sdpnet_xl", num_classes=0, device="meta")
-        assert timm_model(torch.zeros(2, 3, 224, 224, device="meta")).shape == (2, 1000)  # MLP(h=1000) head
+        assert timm_model(torch.zeros(2, 3, 224, 224, device="meta")).shape == (2, 768)  # not MLP(h=1000)'s width
+
+    def test_num_classes_zero_with_weights(self, tmp_path) -> None:
+        """With your own weights, num_classes=0 loads them (classifier included), then removes the classifier:
+        the same as the loaded model after reset_classifier(0)."""
+        from sdpnet.weights import save_weights
+
+        trained = small(HYBRID).eval()
+        file = save_weights(tmp_path / "w.safetensors", trained.state_dict(), spec={**SMALL, "arch": HYBRID})
+        embed = sdpnet.build(HYBRID, pretrained=file, **{**SMALL, "num_classes": 0}).eval()
+        trained.reset_classifier(0)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(embed(x), trained(x))
+        assert embed.num_classes == 0 and embed(x).shape == (2, 48)
 
     def test_global_pool_off(self) -> None:
         """global_pool='' (at creation or reset) gives the unpooled features, or with a classifier the logits at
@@ -223,6 +240,10 @@ class TestHeadAndConfig:
         meta = timm.create_model("sdpnet_vit_cifar", device="meta").train()
         meta.reset_classifier(3)
         assert meta.get_classifier().weight.device.type == "meta" and meta.get_classifier().training
+        mlp = timm.create_model("sdpnet_xxs", num_classes=0, device="meta", dtype=torch.float64).eval()
+        mlp.reset_classifier(4)  # from no classifier: the MLP head's hidden layer is made anew, like fc
+        for m in (mlp.head[0].pre, mlp.get_classifier()):
+            assert (m.weight.device.type, m.weight.dtype, m.training) == ("meta", torch.float64, False)
 
     def test_pretrained_cfg_equals_the_registry(self) -> None:
         """Every preset reports the pretrained_cfg timm's registry holds for its name, with timm's keys."""
@@ -302,6 +323,10 @@ class TestTraining:
         assert by_name["body.0.conv_dw.weight"] == pytest.approx(0.5 ** (depth - 1))
         assert by_name["head.0.fc.weight"] == 1.0
         assert sorted(set(by_name.values())) == pytest.approx([0.5 ** k for k in range(depth, -1, -1)])
+        groups = timm.optim.param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5,
+                                                     no_weight_decay_list=model.no_weight_decay())
+        assert {id(p): g["lr_scale"] for g in groups for p in g["params"]} == scale
+        assert [g["weight_decay"] for g in groups if any(p is model.cls_token for p in g["params"])] == [0.0]
 
     def test_model_ema_deepcopies(self) -> None:
         """timm's ModelEmaV3 (train.py --model-ema) copies the model and follows it."""

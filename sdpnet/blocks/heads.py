@@ -2,7 +2,7 @@
 
 Pooling blocks take the image (B, C, H, W) and the class tokens (B, num_cls, C) (register tokens are dropped
 before the head) and return features (B, C). Classifiers map features to logits and can be reset to a new
-number of classes (0: no classifier, features pass through).
+number of classes (0: no class-dependent layers; the output is their ``pre_logits``, the normed features).
 """
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ class SeqPool(_Pool):
 class _Classifier(nn.Module):
     """Ends in ``fc``: Linear(fc_in, num_classes), or Identity when ``num_classes`` is 0.
 
-    ``forward(f) = fc(pre_logits(f))``: ``pre_logits`` is what ``fc`` reads (timm's ``forward_head(...,
-    pre_logits=True)``), so it equals the output once ``reset_classifier(0)`` has removed ``fc``.
+    ``pre_logits(f)`` is the classifier's output once ``reset_classifier(0)`` has removed its class-dependent
+    layers (timm's ``forward_head(..., pre_logits=True)``): for ``LIN`` what ``fc`` reads, ``forward(f) =
+    fc(pre_logits(f))``.
     """
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,6 @@ class _Classifier(nn.Module):
     def _set_fc(self, fc_in: int, num_classes: int, bias: bool = True) -> None:
         self.fc_in, self.fc_bias = fc_in, bias
         self.num_classes = num_classes
-        self.out_dim = num_classes if num_classes > 0 else fc_in
         self.fc = nn.Linear(fc_in, num_classes, bias=bias) if num_classes > 0 else nn.Identity()
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -117,10 +117,13 @@ class MlpHead(_Classifier):
     """ViT-style MLP head: ``fc(hidden_norm(act(pre(norm(f)))))`` with LayerNorm (eps 1e-6), tanh, no hidden norm.
 
     With ``hidden_act="sqrelu"`` and ``hidden_norm="ln"`` it is MetaFormer's ``MlpHead`` (after its pooled norm).
+    The hidden layer belongs to the classifier, as in timm's MetaFormer: ``pre_logits(f)`` is ``norm(f)``, and with
+    ``num_classes=0`` there is no hidden layer either, so the output is the normed pooled features (timm's
+    ``num_classes=0`` convention: ``num_features`` wide, whatever the hidden width).
 
     Args:
         in_dim: feature width.
-        num_classes: classes (0: no ``fc``).
+        num_classes: classes (0: no hidden layer and no ``fc``).
         hidden: hidden width (default ``in_dim``).
         hidden_act: activation of the hidden layer.
         hidden_norm: norm after that activation (``none``, ``ln``, ...).
@@ -129,12 +132,27 @@ class MlpHead(_Classifier):
     def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None, hidden_act: str = "tanh",
                  hidden_norm: str = "none") -> None:
         super().__init__()
-        hidden = hidden or in_dim
+        self.in_dim, self.hidden = in_dim, hidden or in_dim
+        self.hidden_act, self.hidden_norm_name = hidden_act, hidden_norm
         self.norm = nn.LayerNorm(in_dim, eps=LN_EPS)
-        self.pre = nn.Linear(in_dim, hidden)
-        self.act = get_act(hidden_act)
-        self.hidden_norm = get_norm1d(hidden_norm, hidden)
-        self._set_fc(hidden, num_classes)
+        self._set_hidden(num_classes > 0)
+        self._set_fc(self.hidden, num_classes)
+
+    def _set_hidden(self, on: bool) -> None:
+        """The hidden layer (``pre``, ``act``, ``hidden_norm``), new, or Identities when ``on`` is False."""
+        self.pre = nn.Linear(self.in_dim, self.hidden) if on else nn.Identity()
+        self.act = get_act(self.hidden_act) if on else nn.Identity()
+        self.hidden_norm = get_norm1d(self.hidden_norm_name, self.hidden) if on else nn.Identity()
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.hidden_norm(self.act(self.pre(self.norm(f)))))
 
     def pre_logits(self, f: torch.Tensor) -> torch.Tensor:
-        return self.hidden_norm(self.act(self.pre(self.norm(f))))
+        return self.norm(f)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``fc`` for ``num_classes``, keeping a trained hidden layer; 0: neither (the output is
+        ``norm(f)``); from 0 to more classes: a new hidden layer too."""
+        if num_classes == 0 or isinstance(self.pre, nn.Identity):
+            self._set_hidden(num_classes > 0)
+        self._set_fc(self.hidden, num_classes)

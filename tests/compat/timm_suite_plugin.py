@@ -18,6 +18,10 @@ It changes no test: it only decides which models timm's model lists hold, the wa
   is built with the whole of NON_STD_FILTERS; patterns other lists share with it (``gemma4_vit*``) match by
   name. The list is read from ``test_models.py`` itself (``ast.literal_eval`` of the assignment), not copied.
 - Tests not parametrized over a listed sdpnet model (timm's tests of its own named models) are deselected.
+- Tests that do not apply to sdpnet models (:data:`NOT_APPLICABLE`: TorchScript, which sdpnet does not
+  support, README "timm") are deselected and reported as ``not applicable`` with the reason. timm's
+  pretrained-weight tests are parametrized over ``list_pretrained`` / ``list_models(pretrained=True)``, which
+  list nothing, so they hold no sdpnet test; they are reported as not applicable too, by function.
 
 Every result is appended to ``SDPNET_TIMM_REPORT`` (JSON lines: nodeid, outcome, first line of the reason).
 """
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import inspect
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -101,12 +107,39 @@ timm.list_models = list_models
 timm.list_pretrained = list_pretrained
 
 
+# timm's tests that do not apply to sdpnet models: test function -> why (README, "timm").
+NOT_APPLICABLE = {
+    "test_model_forward_torchscript": "torch.jit.script of the model: sdpnet does not support TorchScript",
+}
+_NO_WEIGHTS = "parametrized over timm's pretrained-weight lists: sdpnet publishes no weights"
+
+
+def _record(nodeid: str, outcome: str, reason: str) -> None:
+    if _REPORT:
+        with open(_REPORT, "a") as f:
+            f.write(json.dumps({"nodeid": nodeid, "outcome": outcome, "reason": reason}) + "\n")
+
+
+def _over_pretrained(item: pytest.Item) -> bool:
+    """Whether the test's parametrize decorators list models by their pretrained weights."""
+    decorators = re.split(r"\n\s*def ", inspect.getsource(item.function))[0]
+    return "list_pretrained(" in decorators or "pretrained=True" in decorators
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep only the tests parametrized over a listed sdpnet model."""
+    """Keep only the tests parametrized over a listed sdpnet model, less the not-applicable ones (recorded)."""
     keep, drop = [], []
     for item in items:
         params: dict[str, Any] = getattr(getattr(item, "callspec", None), "params", {})
-        (keep if params.get("model_name") in _SDPNET else drop).append(item)
+        name = getattr(item, "originalname", item.name)
+        if params.get("model_name") in _SDPNET and name not in NOT_APPLICABLE:
+            keep.append(item)
+            continue
+        drop.append(item)
+        if params.get("model_name") in _SDPNET:
+            _record(item.nodeid, "not applicable", NOT_APPLICABLE[name])
+        elif "model_name" in params and not isinstance(params["model_name"], str) and _over_pretrained(item):
+            _record(item.nodeid, "not applicable", _NO_WEIGHTS)  # an empty model list (pytest's NOTSET)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -114,7 +147,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Append each test's outcome (call phase, or the setup phase when it failed or skipped) to the report."""
-    if not _REPORT or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+    if not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return
     reason = ""
     if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
@@ -122,9 +155,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     elif report.outcome == "failed":
         crash = getattr(report.longrepr, "reprcrash", None)
         reason = crash.message if crash is not None else str(report.longrepr)
-    with open(_REPORT, "a") as f:
-        f.write(json.dumps({"nodeid": report.nodeid, "outcome": report.outcome,
-                            "reason": reason.strip().splitlines()[0][:300] if reason.strip() else ""}) + "\n")
+    _record(report.nodeid, report.outcome, reason.strip().splitlines()[0][:300] if reason.strip() else "")
 
 
 torch.set_num_threads(int(os.environ.get("SDPNET_TIMM_THREADS", "2")))
