@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test setup bench clean-setup
 
 demo: setup $(DATA)/train.beton
-	$(PY) train_ffcv.py --spec specs/fashion_mnist.json -C configs/fashion_mnist.yaml \
+	$(PY) train_ffcv.py --spec specs/fashion_mnist.json -C configs/fashion_mnist.yaml --budget.minutes=10 \
 		--logging.folder=runs/fashion_mnist-$$(date +%Y%m%d-%H%M%S)
 
 test: setup

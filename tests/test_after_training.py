@@ -57,7 +57,8 @@ def cls_run(fashion_mnist_betons: Path, tmp_path_factory) -> Path:
     training images: the attention tool draws what class tokens look at."""
     d = fashion_mnist_betons
     run = tmp_path_factory.mktemp("cls") / "run"
-    res = run_py("train_ffcv.py", "--spec", CLS_SPEC, "-C", "configs/fashion_mnist.yaml", f"--data.train_path={d / 'train.beton'}",
+    res = run_py("train_ffcv.py", "--spec", CLS_SPEC, "-C", "configs/fashion_mnist.yaml",
+                 f"--data.train_path={d / 'train.beton'}",
                  f"--data.val_path={d / 'val.beton'}", "--data.train_subset=512", f"--data.val_subset={VAL_SUBSET}",
                  "--training.epochs=1", "--logging.progress=0", f"--logging.folder={run}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -336,8 +337,8 @@ class TestWeights:
         from sdpnet.weights import adapt_state_dict
 
         torch.manual_seed(0)
-        src = sdpnet.build("specs/fashion_mnist.json")
-        dst = sdpnet.build("specs/fashion_mnist.json", num_classes=4, img_size=56)
+        src = sdpnet.build(CLS_SPEC, num_classes=10, img_size=28)
+        dst = sdpnet.build(CLS_SPEC, num_classes=4, img_size=56)
         fitted, rep = adapt_state_dict(dst, src.state_dict())
         assert [n for n, _, _ in rep.resampled] == ["body.0.pos_embed"]
         assert rep.resampled[0][1:] == ((1, 128, 7, 7), (1, 128, 14, 14))
