@@ -61,6 +61,8 @@ class _LoaderThenRegister(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         self._loader.exec_module(module)
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenTimmLoads)]
+        if "sdpnet.timm_models" in sys.modules:  # it imported timm (register_timm()) and registers as it ends
+            return
         try:
             register_timm()
         except Exception as e:  # never break `import timm`; sdpnet.register_timm() raises the error itself

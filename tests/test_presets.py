@@ -88,16 +88,19 @@ class TestByName:
         assert config["package-dir"] == {"sdpnet.specs": "specs", "sdpnet.specs.zoo": "specs/zoo"}
 
 
-@pytest.mark.parametrize("first,second", [("sdpnet", "timm"), ("timm", "sdpnet"), ("sdpnet.builder", "timm"),
-                                          ("timm", "sdpnet.builder")])
-def test_timm_registration_either_order(first: str, second: str, tmp_path: Path) -> None:
-    """Importing sdpnet (or any of its modules) and timm, in either order, registers every preset with timm."""
+@pytest.mark.parametrize("imports", ["import sdpnet\nimport timm", "import timm\nimport sdpnet",
+                                     "import sdpnet.builder\nimport timm", "import timm\nimport sdpnet.builder",
+                                     "import sdpnet\nsdpnet.register_timm()", "import sdpnet.timm_models"])
+def test_timm_registration_either_order(imports: str, tmp_path: Path) -> None:
+    """Importing sdpnet (or any of its modules) and timm in either order, or calling sdpnet.register_timm() before
+    timm is imported, registers every preset with timm, without a warning."""
     pytest.importorskip("timm")
-    res = run(["-c", f"import {first}\nimport {second}\nimport timm, torch, sdpnet\n"
+    res = run(["-c", f"{imports}\nimport timm, torch, sdpnet\n"
                "m = timm.create_model('sdpnet_vit_cifar', device='meta')\n"
                "print(type(m).__name__, sorted(timm.list_models('sdpnet_*')) == sdpnet.list_models())"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["SpecNet", "True"]
+    assert "could not register" not in res.stderr, res.stderr
 
 
 def test_import_sdpnet_stays_torch_free(tmp_path: Path) -> None:

@@ -186,19 +186,27 @@ class TestFeatures:
             model.forward_intermediates(x, indices=[7])
 
     def test_features_only(self) -> None:
-        """features_only=True (timm's FeatureGetterNet) gives the image tokens at the stage ends, NCHW, with a
-        feature_info that matches; out_indices picks others; the weights are the classifier model's."""
+        """features_only=True (timm's FeatureGetterNet) gives the image tokens at the stage ends (the last layer
+        at each stride), NCHW, with a feature_info that matches; out_indices picks others; the weights are the
+        classifier model's and the head is gone."""
         torch.manual_seed(0)
         full = timm.create_model("sdpnet_fashion_mnist").eval()
         torch.manual_seed(0)
         backbone = timm.create_model("sdpnet_fashion_mnist", features_only=True).eval()
         x = torch.randn(2, 3, 28, 28)
         feats = backbone(x)
-        assert backbone.feature_info.channels() == [64, 128, 128] and backbone.feature_info.reduction() == [2, 4, 4]
-        assert [f.shape for f in feats] == [(2, 64, 14, 14), (2, 128, 7, 7), (2, 128, 7, 7)]
-        torch.testing.assert_close(feats, full.forward_intermediates(x, indices=[1, 5, 6], intermediates_only=True))
+        stage_ends = default_out_indices(full.feature_info)
+        info = [full.feature_info[i] for i in stage_ends]
+        assert backbone.feature_info.channels() == [i["num_chs"] for i in info]
+        assert backbone.feature_info.reduction() == [i["reduction"] for i in info]
+        assert len(set(backbone.feature_info.reduction())) == len(stage_ends) >= 3  # one per stride
+        assert [f.shape for f in feats] == [(2, i["num_chs"], 28 // i["reduction"], 28 // i["reduction"])
+                                            for i in info]
+        torch.testing.assert_close(feats, full.forward_intermediates(x, indices=list(stage_ends),
+                                                                     intermediates_only=True))
         picked = timm.create_model("sdpnet_fashion_mnist", features_only=True, out_indices=(0, 3))
-        assert picked.feature_info.channels() == [32, 128] and len(picked(x)) == 2
+        assert picked.feature_info.channels() == [full.feature_info[0]["num_chs"], full.feature_info[3]["num_chs"]]
+        assert len(picked(x)) == 2
         assert not any(n.startswith(("model.head", "model.pool")) for n, _ in picked.named_parameters())
 
     def test_prune_intermediate_layers(self) -> None:

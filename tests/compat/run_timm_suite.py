@@ -116,11 +116,14 @@ def write_fashion_mnist_folder(root: Path, train: int, val: int) -> Path:
     return root
 
 
-# Runs timm's train.py as __main__. On a machine without CUDA it first makes torch.cuda.synchronize a no-op:
-# train.py before 2024 (e.g. 2aabaef) calls it in validate() whatever the device (validate's device argument
-# defaults to cuda and main() does not pass one), which has nothing to do with the model.
+# Runs timm's train.py as __main__ after registering sdpnet's models with timm (timm has no plugin entry point: a
+# model registry outside timm is imported first, as a user adds `import sdpnet` to their copy). On a machine
+# without CUDA it also makes torch.cuda.synchronize a no-op: train.py before 2024 (e.g. 2aabaef) calls it in
+# validate() whatever the device (validate's device argument defaults to cuda and main() passes none).
 _TRAIN_BOOTSTRAP = """
 import runpy, sys, torch
+import sdpnet
+sdpnet.register_timm()
 if not torch.cuda.is_available():
     torch.cuda.synchronize = lambda device=None: None
 sys.argv = sys.argv[1:]

@@ -110,6 +110,9 @@ timm.list_pretrained = list_pretrained
 # timm's tests that do not apply to sdpnet models: test function -> why (README, "timm").
 NOT_APPLICABLE = {
     "test_model_forward_torchscript": "torch.jit.script of the model: sdpnet does not support TorchScript",
+    "test_model_forward_fx_torchscript": "torch.jit.script of the torch.fx-traced model: sdpnet does not support "
+                                         "TorchScript (the traced graph calls sdpnet helpers written for fx, "
+                                         "torch.compile and torch.export, not for TorchScript)",
 }
 _NO_WEIGHTS = "parametrized over timm's pretrained-weight lists: sdpnet publishes no weights"
 
