@@ -133,8 +133,9 @@ def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict
     cfg = trained.config or {}
     if trained.run is None or not (trained.run / "metrics.jsonl").is_file():
         return None
-    same = (res == cfg.get("validation", {}).get("res") and flip == bool(cfg.get("validation", {}).get("flip")) and _same_file(val_path, cfg.get("data", {}).get("val_path"))
-            and subset == int(cfg.get("data", {}).get("val_subset") or 0))
+    v, d = cfg.get("validation", {}), cfg.get("data", {})
+    same = (res == v.get("res") and flip == bool(v.get("flip")) and _same_file(val_path, d.get("val_path"))
+            and subset == int(d.get("val_subset") or 0))
     epoch = trained.source.get("epoch")
     rows = [r for r in read_jsonl(trained.run / "metrics.jsonl") if r.get("epoch") == epoch]
     if not same or not rows:

@@ -163,8 +163,8 @@ def run_train(train_py: Path, work: Path, model: str, epochs: int) -> int:
                  "    print('loaded', 'EMA' if ema else 'model', 'weights:', type(m).__name__, "
                  "sum(p.numel() for p in m.parameters()), 'parameters')")
         loaded = subprocess.run([sys.executable, "-c", check, model, str(run_dir / "last.pth.tar")], env=env)
-        return loaded.returncode and 1
-    return res.returncode or (0 if checkpoints else 1)
+        return 1 if loaded.returncode else 0
+    return res.returncode if res.returncode else 1   # no checkpoint written
 
 
 def main(argv: list[str] | None = None) -> int:
