@@ -180,7 +180,8 @@ class TestPredict:
         write_beton(ArraySource(images, labels), beton, {k: meta[k] for k in ("num_classes", "classes", "mean", "std")},
                     strict=True, labels=labels, max_image_bytes=28 * 28 * 3)
         out = tmp_path / "eval"
-        res = sdpnet_cli("evaluate", str(demo_run), f"--data.val_path={beton}", f"--out={out}")
+        # predict sees each image once: evaluate without the run's flip test-time augmentation
+        res = sdpnet_cli("evaluate", str(demo_run), f"--data.val_path={beton}", f"--out={out}", "--flip=0")
         assert res.returncode == 0, res.stderr[-3000:]
         cm_eval = np.array(evaluate_json(out)["confusion"])
         res = sdpnet_cli("predict", str(demo_run), *map(str, files), "--topk", "3", "--json", str(tmp_path / "p.json"))
