@@ -234,3 +234,10 @@ declare_block(BlockSchema(
     doc="a norm over the channels of the image tokens, on its own",
     example="...-NORM-GAP+LIN(norm=none)",
 ))
+declare_block(BlockSchema(
+    "DROP", ("stem", "body"), "layer",
+    params=(Param("p", "p", float, None, 0.5, range=Range(0, 1, hi_open=True),
+                  doc="probability of zeroing an element in training (nn.Dropout's default 0.5)"),),
+    doc="dropout on the image tokens, on its own (training only)",
+    example="...-DROP(p=0.3)-DOWN7(d=128)-GAP+MLP",
+))

@@ -18,7 +18,7 @@ from sdpnet.blocks import (
     ConvMixerLayer, ConvMlp, DepthwiseMixer, Downsample, DropPath, EncoderBlock, KeLU, LayerNorm2d, LinearHead,
     MlpHead, NeighbourEmbed, PatchEmbed, PosEmbed, SeqPool, get_act, get_norm2d,
 )
-from sdpnet.builder import make_block
+from sdpnet.builder import build, make_block
 from sdpnet.registry import Derived, get_block, get_schema, list_blocks
 from sdpnet.spec import SpecError, load_spec, resolve
 from sdpnet.spec.plan import LayerPlan
@@ -218,6 +218,25 @@ class TestResidualOptions:
         enc = EncoderBlock(DIM, num_heads=2, drop=0.2)
         assert enc.mlp.drop1.p == 0.2 and enc.mlp.drop2.p == 0.2
         assert not any(isinstance(m, nn.Dropout) for m in ConvMlp(DIM).modules())
+
+    def test_drop_block(self) -> None:
+        """DROP(p=...) zeroes about p of the image-token elements in training and rescales the rest by 1/(1-p);
+        eval is the identity; the class tokens pass untouched; p must be in [0, 1)."""
+        torch.manual_seed(0)
+        layer = _layer("DROP", "body", p=0.3)
+        m = make_block(layer)
+        x = torch.ones(64, layer.in_dim, 4, 4)
+        assert torch.equal(m.eval()(x), x)
+        y = m.train()(x)
+        kept = y[y != 0]
+        torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.7))
+        assert abs((y == 0).float().mean().item() - 0.3) < 0.03
+        net = build("P2+CLS2-DROP(p=0.5)-ENC-TOKS+LIN", dim=DIM, img_size=RES, num_classes=CLASSES)
+        img = torch.randn(4, 3, RES, RES)
+        assert torch.equal(net.eval()(img), net(img))
+        assert not torch.equal(net.train()(img), net.eval()(img))
+        with pytest.raises(SpecError, match=r"must be < 1"):
+            load_spec("P4-DROP(p=1.0)-GAP+LIN")
 
     @pytest.mark.parametrize("norm", NORMS)
     def test_norms(self, norm: str) -> None:

@@ -8,6 +8,7 @@ from sdpnet.blocks.attention import Attention, EncoderBlock, Mlp
 from sdpnet.blocks.conv_mixers import ConvMixerLayer, DepthwiseMixer, Downsample
 from sdpnet.blocks.convnext import ConvNeXtBlock
 from sdpnet.blocks.drop import DropPath, LayerScale, make_drop_path, make_layer_scale
+from sdpnet.blocks.dropout_layer import DropoutLayer
 from sdpnet.blocks.embed import NeighbourEmbed, PosEmbed, resample
 from sdpnet.blocks.heads import GlobalAvgPool, LinearHead, MlpHead, SeqPool, TokenPool
 from sdpnet.blocks.metaformer import PoolMixer, SepConvMixer
@@ -19,7 +20,7 @@ from sdpnet.blocks.stems import ConvNormAct, ConvTokenizer, PatchEmbed
 
 __all__ = [
     "Attention", "ConvMixerLayer", "ConvMlp", "ConvNeXtBlock", "ConvNormAct", "ConvTokenizer", "DepthwiseMixer",
-    "Downsample", "DropPath", "EncoderBlock", "GatedAct", "GlobalAvgPool", "KeLU", "LN_EPS", "LayerNorm2d",
+    "Downsample", "DropPath", "DropoutLayer", "EncoderBlock", "GatedAct", "GlobalAvgPool", "KeLU", "LN_EPS", "LayerNorm2d",
     "LayerScale", "LinearHead", "Mlp", "MlpHead", "NeighbourEmbed", "NormLayer", "PatchEmbed", "PoolMixer",
     "PosEmbed", "SepConvMixer", "SeqPool", "SquaredReLU", "StarReLU", "TokenMixingMlp", "TokenPool",
     "get_act", "get_norm1d", "get_norm2d", "make_drop_path", "make_layer_scale", "resample",
