@@ -221,7 +221,7 @@ class TestResidualOptions:
 
     def test_drop_block(self) -> None:
         """DROP(p=...) zeroes about p of the image-token elements in training and rescales the rest by 1/(1-p);
-        eval is the identity; the class tokens pass untouched; p must be in [0, 1)."""
+        eval is the identity, in a whole model too; p must be in [0, 1)."""
         torch.manual_seed(0)
         layer = _layer("DROP", "body", p=0.3)
         m = make_block(layer)

@@ -20,8 +20,8 @@ from sdpnet.blocks.stems import ConvNormAct, ConvTokenizer, PatchEmbed
 
 __all__ = [
     "Attention", "ConvMixerLayer", "ConvMlp", "ConvNeXtBlock", "ConvNormAct", "ConvTokenizer", "DepthwiseMixer",
-    "Downsample", "DropPath", "DropoutLayer", "EncoderBlock", "GatedAct", "GlobalAvgPool", "KeLU", "LN_EPS", "LayerNorm2d",
-    "LayerScale", "LinearHead", "Mlp", "MlpHead", "NeighbourEmbed", "NormLayer", "PatchEmbed", "PoolMixer",
+    "Downsample", "DropPath", "DropoutLayer", "EncoderBlock", "GatedAct", "GlobalAvgPool", "KeLU", "LN_EPS",
+    "LayerNorm2d", "LayerScale", "LinearHead", "Mlp", "MlpHead", "NeighbourEmbed", "NormLayer", "PatchEmbed", "PoolMixer",
     "PosEmbed", "SepConvMixer", "SeqPool", "SquaredReLU", "StarReLU", "TokenMixingMlp", "TokenPool",
     "get_act", "get_norm1d", "get_norm2d", "make_drop_path", "make_layer_scale", "resample",
 ]
