@@ -22,12 +22,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from sdpnet.data.ffcv_import import import_ffcv
+
 __all__ = ["crop", "normalise", "prepare", "load_image", "predict_files", "main"]
 
 
 def crop(rgb: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
     """An HxWx3 uint8 image -> the (res, res, 3) uint8 crop the run's validation loader would make of it:
     the writer's downscale (``max_resolution``), then FFCV's centre crop and area resize."""
+    import_ffcv()
     from ffcv.fields.rgb_image import get_center_crop, resizer
     from ffcv.libffcv import resize_crop
 
@@ -44,6 +47,7 @@ def crop(rgb: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
 
 def normalise(pixels: np.ndarray, preprocess: dict[str, Any]) -> torch.Tensor:
     """A (res, res, 3) uint8 crop -> (3, res, res) float32 with FFCV's own normalisation table (run's mean/std)."""
+    import_ffcv()
     from ffcv.transforms import NormalizeImage
 
     table = NormalizeImage(np.asarray(preprocess["mean"], np.float64), np.asarray(preprocess["std"], np.float64),

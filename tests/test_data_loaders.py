@@ -164,17 +164,21 @@ def test_two_ranks_read_disjoint_shards(fashion_mnist_betons: Path, tmp_path: Pa
     assert got == sorted(map(bytes, ref.reshape(100, -1)))
 
 
-def test_keeps_torch_threads(fashion_mnist_betons: Path):
-    """Importing the loaders and reading a batch with num_workers=1 leave torch at 2 threads (FFCV sets 1)."""
+def test_ffcv_import_workarounds(fashion_mnist_betons: Path):
+    """Importing the loaders and reading a batch with num_workers=1 leave torch at 2 threads (FFCV sets 1);
+    FFCV's image modes are a plain dict with FFCV's values, and numba's typed Dict is left in place."""
     code = (f"import torch; torch.set_num_threads(2); from sdpnet.data import make_train_loader; "
             f"print(torch.get_num_threads()); "
             f"loader = make_train_loader({str(fashion_mnist_betons / 'train.beton')!r}, batch_size=32, res=28, "
             f"num_workers=1, subset=64); print(torch.get_num_threads()); "
-            f"next(iter(loader)); print(torch.get_num_threads())")
+            f"x, y = next(iter(loader)); print(torch.get_num_threads(), tuple(x.shape), x.std() > 0); "
+            f"import numba.typed, numba.typed.typeddict as td, ffcv.fields.rgb_image as r; "
+            f"print(type(r.IMAGE_MODES).__name__, sorted(r.IMAGE_MODES.items()), numba.typed.Dict is td.Dict)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["2", "2", "2"]
+    assert res.stdout.splitlines() == ["2", "2", "2 (32, 3, 28, 28) tensor(True)",
+                                       "dict [('jpg', 0), ('raw', 1)] True"]
 
 
 class TestReplay:

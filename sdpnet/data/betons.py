@@ -57,6 +57,8 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     ``name`` is how messages refer to the file (e.g. ``--data.val_path=val.beton``); a missing
     file raises FileNotFoundError. Labels must lie in ``[0, num_classes)`` of the sidecar.
     """
+    from .ffcv_import import import_ffcv
+    import_ffcv()
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_handlers, \
         get_metadata_type   # FFCV's own on-disk types (importing ffcv costs seconds: only here)
     from ffcv.utils import decode_null_terminated_string

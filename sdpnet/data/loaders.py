@@ -31,7 +31,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-_threads = torch.get_num_threads()   # importing ffcv runs torch.set_num_threads(1): undone below
+from .ffcv_import import import_ffcv
+
+import_ffcv()
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
 from ffcv.loader import Loader
@@ -44,8 +46,6 @@ from ffcv.traversal_order.base import TraversalOrder
 
 from .betons import check_beton
 from .sidecar import IMAGENET_MEAN, IMAGENET_STD, read_sidecar
-
-torch.set_num_threads(_threads)
 
 __all__ = ["make_train_loader", "make_val_loader", "set_train_resolution", "subset_indices",
            "shard_indices", "dataset_stats", "LoaderError"]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .ffcv_import import import_ffcv
 from .sidecar import sidecar_path
 from .sources import DataPrepError
 
@@ -151,6 +152,7 @@ def write_beton(dataset: Any, target: str | Path, sidecar: dict[str, Any], *,
     """
     # FFCV is imported only once there is data to write: its import compiles numba code for
     # several seconds, which argument and input checks (and their error messages) should not wait for.
+    import_ffcv()
     from ffcv.fields import IntField, RGBImageField
 
     target = Path(target)
