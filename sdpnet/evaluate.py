@@ -23,6 +23,7 @@ import torch
 
 from sdpnet.text import parse_bool
 from sdpnet.train.metrics import Meter, topk_correct
+from sdpnet.train.precision import autocast_on
 
 __all__ = ["evaluate", "evaluate_run", "plot_confusion", "main"]
 
@@ -115,11 +116,6 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: Path, title: 
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _amp(request: str, device: torch.device) -> bool:
-    """The trainer's rule (train_ffcv.py --training.amp): auto is bf16 on CUDA, off on the CPU."""
-    return request == "bf16" or (request == "auto" and device.type == "cuda")
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -232,7 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="default: the run's validation.batch_size (256 for a file)")
     p.add_argument("--num-workers", type=int, default=None, help="FFCV decoding threads (default: the run's)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default=None,
-                   help="bf16 autocast (default: the run's training.amp; auto is bf16 on CUDA, off on the CPU)")
+                   help="bf16 autocast (default: the run's training.amp; auto is bf16 on CUDA and on CPUs with AMX)")
     p.add_argument("--flip", type=parse_bool, default=None, metavar="BOOL",
                    help="average the logits of each image and its mirror image (default: the run's validation.flip)")
     p.add_argument("--out", help="folder for evaluate.json and confusion.png (default: RUN/eval, or "
@@ -268,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         if batch < 1:
             raise RunError(f"--batch-size={batch}: give a positive batch size")
         workers = args.num_workers or trained.val.get("num_workers", 2)
-        amp = _amp(args.amp or trained.val.get("amp", "auto"), device)
+        amp = autocast_on(args.amp or trained.val.get("amp", "auto"), device.type)
         flip = args.flip if args.flip is not None else trained.val.get("flip", False)
     except (RunError, ValueError, FileNotFoundError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sdpnet
-from sdpnet.train import load_checkpoint, param_groups
+from sdpnet.train import load_checkpoint, native_bf16, param_groups
 from sdpnet.train.plot import main as plot_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,7 @@ def straight_run(base_args, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("straight") / "run"
     res = train(*base_args, f"--logging.folder={run}")
     assert res.returncode == 0, res.stderr[-3000:]
+    (run.parent / "stdout.txt").write_text(res.stdout)
     return run
 
 
@@ -62,6 +63,10 @@ class TestEndToEnd:
         assert [r["epoch"] for r in rows] == [1, 2]
         assert rows[1]["train_loss"] < rows[0]["train_loss"]
         assert rows[1]["val_loss"] < rows[0]["val_loss"]
+
+    def test_autocast_resolved_for_this_machine(self, straight_run):
+        """The demo config's amp=auto is bf16 autocast exactly where bf16 is native (a CPU with AMX)."""
+        assert f"amp={native_bf16('cpu')}," in (straight_run.parent / "stdout.txt").read_text()
 
     def test_metrics_records(self, straight_run):
         """Each epoch records losses, model and EMA accuracies (fractions), lr, resolution and speed."""

@@ -15,8 +15,18 @@ from sdpnet.blocks.norm import LN_EPS, get_norm1d
 from sdpnet.registry import register_block
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(head_dim)) v`` over (B, heads, N, head_dim): ``F.scaled_dot_product_attention``,
+    written out for bf16/fp16 on the CPU, where PyTorch's fused CPU kernel is 1.5-9x slower forward and
+    backward than the plain matmuls (fp32: the fused kernel, as fast or faster; ``bench/bench_attention.py``)."""
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    w = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    return F.dropout(w, dropout_p) @ v if dropout_p else w @ v
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with ``F.scaled_dot_product_attention`` (timm's ``Attention`` layout).
+    """Multi-head self-attention (``attend``: ``F.scaled_dot_product_attention``; timm's ``Attention`` layout).
 
     Args:
         dim: width.
@@ -56,7 +66,7 @@ class Attention(nn.Module):
             kv = F.linear(x, self.qkv.weight[C:], None if bias is None else bias[C:])
             k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = attend(q, k, v, self.attn_drop.p if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, q.shape[2], C)))
 
 
