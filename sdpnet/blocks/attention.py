@@ -6,6 +6,7 @@ replaces the residual stream by its LayerNorm between the attention and the FFN.
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -23,6 +24,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float =
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     w = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
     return F.dropout(w, dropout_p) @ v if dropout_p else w @ v
+
+
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): it tests the real device and dtype.
+torch.fx.wrap("attend")
 
 
 class Attention(nn.Module):
