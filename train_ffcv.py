@@ -42,8 +42,8 @@ from sdpnet.evaluate import evaluate
 from sdpnet.finetune import freeze_stem, init_from, lr_scales
 from sdpnet.runs import DATA_FILE, data_record
 from sdpnet.weights import WeightsError
-from sdpnet.train import (BatchAugment, CheckpointError, DistInfo, Meter, MixCut, ModelEma, barrier, cleanup,
-                          autocast_on, git_revision, init_distributed, load_checkpoint, lr_at, make_adamw, make_criterion,
+from sdpnet.train import (BatchAugment, CheckpointError, DistInfo, Meter, MixCut, ModelEma, autocast_on, barrier,
+                          cleanup, git_revision, init_distributed, load_checkpoint, lr_at, make_adamw, make_criterion,
                           os_error_text, plot_run, remove_stale_temps, res_at, rng_state, save_checkpoint,
                           scaled_lr, set_rng_state, wrap_ddp, write_json, write_jsonl)
 
@@ -152,7 +152,8 @@ class Training:
                        choices=("ce", "bce"))
     seed: int = option(0, "seed of model init, data order and augmentation", ge=0, lt=2 ** 32)
     device: str = option("auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda"), alters=False)
-    amp: str = option("auto", "bf16 autocast; auto: on CUDA and on CPUs with AMX (native bf16), else off", choices=("auto", "bf16", "off"))
+    amp: str = option("auto", "bf16 autocast; auto: on CUDA and on CPUs with AMX (native bf16), else off",
+                      choices=("auto", "bf16", "off"))
     compile: str = option("auto", "torch.compile; auto: on with CUDA", choices=("auto", "on", "off"), alters=False)
     channels_last: bool = option(True, "channels_last memory format for images and model", alters=False)
     resume: bool = option(False, "continue from logging.folder/checkpoint.pt (start fresh when there is none)",

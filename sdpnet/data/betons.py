@@ -60,7 +60,7 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     from .ffcv_import import import_ffcv
     import_ffcv()
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_handlers, \
-        get_metadata_type   # FFCV's own on-disk types (importing ffcv costs seconds: only here)
+        get_metadata_type   # FFCV's own on-disk types (imported on first use: import_ffcv)
     from ffcv.utils import decode_null_terminated_string
 
     path = str(path)

@@ -19,6 +19,7 @@ __all__ = [
     "BatchAugment", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state",
     "DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_ddp", "ModelEma",
     "make_criterion", "soft_cross_entropy", "Meter", "topk_correct", "MixCut", "soft_targets",
-    "make_adamw", "param_groups", "plot_run", "autocast_on", "native_bf16", "res_at", "git_revision", "os_error_text", "read_jsonl",
-    "remove_stale_temps", "write_json", "write_jsonl", "cosine_restarts", "lr_at", "scaled_lr",
+    "make_adamw", "param_groups", "plot_run", "autocast_on", "native_bf16", "res_at", "git_revision",
+    "os_error_text", "read_jsonl", "remove_stale_temps", "write_json", "write_jsonl", "cosine_restarts", "lr_at",
+    "scaled_lr",
 ]
