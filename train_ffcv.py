@@ -33,15 +33,15 @@ import torch
 from tqdm import tqdm
 
 import sdpnet
-from sdpnet.config import (ConfigError, altering_keys, load_options, option, option_defaults, options_dict,
+from sdpnet.train.config import (ConfigError, altering_keys, load_options, option, option_defaults, options_dict,
                            parse_options)
 from sdpnet.data import (BetonInfo, DataFileError, LoaderError, check_beton, check_same_classes, dataset_stats,
                          make_train_loader, make_val_loader, set_train_resolution)
 from sdpnet.train.schedule import TimeBudget, lr_at_progress
-from sdpnet.evaluate import evaluate
-from sdpnet.finetune import freeze_stem, init_from, lr_scales
-from sdpnet.runs import DATA_FILE, data_record
-from sdpnet.weights import WeightsError
+from sdpnet.tools.evaluate import evaluate
+from sdpnet.train.finetune import freeze_stem, init_from, lr_scales
+from sdpnet.data.record import DATA_FILE, data_record
+from sdpnet.models.weights import WeightsError
 from sdpnet.train import (BatchAugment, CheckpointError, DistInfo, Meter, MixCut, ModelEma, autocast_on, barrier,
                           cleanup, git_revision, init_distributed, load_checkpoint, lr_at, make_adamw, make_criterion,
                           os_error_text, plot_run, remove_stale_temps, res_at, rng_state, save_checkpoint,
@@ -693,7 +693,7 @@ def train(job: Job) -> int:
 
 def model_flops(model: torch.nn.Module, res: int) -> int:
     """FLOPs of one image at ``res`` px, counted as ``python -m sdpnet summary`` counts them (eval mode)."""
-    from sdpnet.summary import summarize
+    from sdpnet.models.summary import summarize
 
     was_training = model.training
     try:

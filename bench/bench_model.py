@@ -96,7 +96,7 @@ def _rss_kib(field: str) -> int:
 def measure_one(spec: str, overrides: dict, steps: int, size: int, img: int) -> dict[str, float]:
     """img/s and peak step memory of one spec (run in a fresh process: see the module docstring)."""
     import sdpnet
-    from sdpnet.builder import count_params
+    from sdpnet.models.builder import count_params
 
     torch.manual_seed(0)
     model = sdpnet.build(spec, **overrides).train()

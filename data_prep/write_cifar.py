@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdpnet.config import option, options_dict, parse_options
+from sdpnet.train.config import option, options_dict, parse_options
 from sdpnet.data.sources import read_cifar
 from sdpnet.data.writer import check_target, run_cli, write_raw_splits
 

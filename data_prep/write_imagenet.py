@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdpnet.config import ConfigError, option, options_dict, parse_options
+from sdpnet.train.config import ConfigError, option, options_dict, parse_options
 from sdpnet.data.sources import DataPrepError, image_stats, scan_image_folder
 from sdpnet.data.writer import check_target, run_cli, write_beton
 

@@ -21,11 +21,11 @@ from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-
 from sdpnet.registry import (
     BlockSchema, Derived, Param, Range, Width, declare_block, get_block, get_schema, list_blocks, register_block,
 )
-from sdpnet.presets import list_models
+from sdpnet.spec.presets import list_models
 from sdpnet.spec import ModelSpec, Spec, SpecError, load_spec, parse, resolve
 
 if TYPE_CHECKING:
-    from sdpnet.builder import SpecNet
+    from sdpnet.models.builder import SpecNet
 
 __version__ = "0.1.0"
 
@@ -33,8 +33,8 @@ __version__ = "0.1.0"
 def build(spec: Any, pretrained: Any = None, **overrides: Any) -> "SpecNet":
     """Build a model from a preset name (``sdpnet_xl``), a spec file path, a spec string, a :class:`Spec` or a
     :class:`ModelSpec`; ``overrides`` replace its hyperparameters. ``pretrained``: load weights from a
-    ``.safetensors`` export, a ``checkpoint.pt`` or a run folder (no pickle; see :mod:`sdpnet.weights`)."""
-    from sdpnet.builder import build as _build
+    ``.safetensors`` export, a ``checkpoint.pt`` or a run folder (no pickle; see :mod:`sdpnet.models.weights`)."""
+    from sdpnet.models.builder import build as _build
 
     return _build(spec, pretrained=pretrained, **overrides)
 
@@ -44,7 +44,7 @@ def register_timm() -> list[str]:
 
     Not needed when sdpnet and timm are both imported: that registers them already, in either order.
     """
-    from sdpnet.timm_models import register_timm_models
+    from sdpnet.models.timm_models import register_timm_models
 
     return sorted(register_timm_models())
 
@@ -61,7 +61,7 @@ class _LoaderThenRegister(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         self._loader.exec_module(module)
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenTimmLoads)]
-        if "sdpnet.timm_models" in sys.modules:  # it imported timm (register_timm()) and registers as it ends
+        if "sdpnet.models.timm_models" in sys.modules:  # it imported timm (register_timm()) and registers as it ends
             return
         try:
             register_timm()

@@ -106,7 +106,7 @@ class Param:
     Args:
         key: the keyword as written in a spec (``h`` in ``ENC(h=8)``).
         target: the constructor keyword it feeds (``num_heads``).
-        type: ``int``, ``float``, ``str`` or ``bool`` (bools: sdpnet.text.parse_bool's words).
+        type: ``int``, ``float``, ``str`` or ``bool`` (bools: sdpnet.spec.text.parse_bool's words).
         hparam: the spec-file hyperparameter that supplies the default (``heads``), if any.
         default: the value when neither the block nor the hyperparameters give one; a :class:`Derived`
             computes it from the other keywords. The one place the default lives: the module's

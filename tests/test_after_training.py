@@ -109,8 +109,8 @@ class TestEvaluate:
 
     def test_flip_test_time_augmentation(self, demo_run, val_images, tmp_path):
         """``flip``: the logits are the mean over the image and its mirror, so mirrored inputs score the same."""
-        from sdpnet.evaluate import evaluate
-        from sdpnet.runs import open_trained
+        from sdpnet.tools.evaluate import evaluate
+        from sdpnet.tools.runs import open_trained
 
         trained = open_trained(str(demo_run), "model")
         mean, std = (torch.tensor(trained.preprocess[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
@@ -219,7 +219,7 @@ class TestExport:
         import timm
         from safetensors import safe_open
 
-        from sdpnet.runs import open_trained
+        from sdpnet.tools.runs import open_trained
 
         out = tmp_path / "fm.safetensors"
         res = sdpnet_cli("export", str(demo_run), "--format", "safetensors", "--out", str(out))
@@ -249,8 +249,8 @@ class TestExport:
 
     @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
     def test_onnx_and_pt2_match_eager(self, demo_run, tmp_path, val_images, fmt):
-        from sdpnet.predict import prepare
-        from sdpnet.runs import open_trained
+        from sdpnet.tools.predict import prepare
+        from sdpnet.tools.runs import open_trained
 
         out = tmp_path / f"fm.{fmt}"
         res = sdpnet_cli("export", str(demo_run), "--format", fmt, "--out", str(out))
@@ -298,7 +298,7 @@ class TestAttention:
 
     def test_every_attention_layer_with_registers(self):
         """Two encoder runs around a mixer, 3 class and 2 register tokens: one map per ENC, over T + HW tokens."""
-        from sdpnet.attention_maps import attention_layers, attention_maps
+        from sdpnet.tools.attention import attention_layers, attention_maps
 
         torch.manual_seed(0)
         model = sdpnet.build("P4+CLS3+REG2-POS-ENC(h=2)x2-DWC3-ENC(h=4)-MLP", dim=32, num_classes=7,
@@ -316,7 +316,7 @@ class TestAttention:
 
     def test_maps_are_the_attention_the_layer_used(self):
         """Weights from the hooks reproduce the attention output: sum_j w_ij v_j, then the output projection."""
-        from sdpnet.attention_maps import attention_maps
+        from sdpnet.tools.attention import attention_maps
 
         torch.manual_seed(1)
         model = sdpnet.build("P4+CLS2-ENC(h=2,qkn=1)-TOKS+LIN", dim=16, num_classes=3, img_size=16).eval()
@@ -335,7 +335,7 @@ class TestAttention:
 
 class TestWeights:
     def test_adapt_reports_by_name_and_resamples(self):
-        from sdpnet.weights import adapt_state_dict
+        from sdpnet.models.weights import adapt_state_dict
 
         torch.manual_seed(0)
         src = sdpnet.build(CLS_SPEC, num_classes=10, img_size=28)

@@ -18,7 +18,7 @@ from sdpnet.blocks import (
     ConvMixerLayer, ConvMlp, DepthwiseMixer, Downsample, DropPath, EncoderBlock, KeLU, LayerNorm2d, LinearHead,
     MlpHead, NeighbourEmbed, PatchEmbed, PosEmbed, SeqPool, get_act, get_norm2d,
 )
-from sdpnet.builder import build, make_block
+from sdpnet.models.builder import build, make_block
 from sdpnet.registry import Derived, get_block, get_schema, list_blocks
 from sdpnet.spec import SpecError, load_spec, resolve
 from sdpnet.spec.plan import LayerPlan

@@ -12,7 +12,7 @@ from torch import nn
 
 import sdpnet
 from sdpnet.blocks import DropPath
-from sdpnet.builder import SpecNet, build, count_params
+from sdpnet.models.builder import SpecNet, build, count_params
 from sdpnet.spec import SpecError, load_spec, resolve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from torch import nn
 
 import sdpnet
 from sdpnet.blocks import EncoderBlock, PosEmbed, SeqPool
-from sdpnet.builder import SpecNet, count_params
+from sdpnet.models.builder import SpecNet, count_params
 from sdpnet.spec import load_spec, resolve
 from sdpnet.spec.errors import SpecError
 

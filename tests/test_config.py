@@ -11,7 +11,7 @@ from fastargs.decorators import param, section
 from fastargs.validation import And, InRange, OneOf
 
 from conftest import run_script
-from sdpnet.config import (Bool, ConfigError, altering_keys, config_to_dict, load_config, load_options, option,
+from sdpnet.train.config import (Bool, ConfigError, altering_keys, config_to_dict, load_config, load_options, option,
                            option_defaults, options_dict, parse_config, parse_options)
 
 

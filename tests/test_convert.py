@@ -1,4 +1,4 @@
-"""``sdpnet.convert.from_timm``: weights matched by the order the forward pass reads them, giving timm's logits;
+"""``sdpnet.models.convert.from_timm``: weights matched by the order the forward pass reads them, giving timm's logits;
 any structural difference is a ValueError naming the tensors. (The eight hybrid families: test_families.py.)"""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 timm = pytest.importorskip("timm")
 
-from sdpnet.convert import from_timm, read_order  # noqa: E402
+from sdpnet.models.convert import from_timm, read_order  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[1] / "specs" / "zoo"
 RES = 64  # parity holds at any resolution; 64 px keeps the 224-px references cheap

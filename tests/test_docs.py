@@ -17,7 +17,7 @@ def test_block_tables_match_the_registry() -> None:
 
 def test_every_block_is_in_the_tables() -> None:
     """Each declared block has a row in the vocabulary table and (if it has a module) in the module table."""
-    from sdpnet.blockdocs import module_table, vocabulary_table
+    from sdpnet.tools.docs import module_table, vocabulary_table
     from sdpnet.registry import get_schema, list_blocks
 
     vocabulary, modules = vocabulary_table(), module_table()

@@ -1,5 +1,5 @@
 """The hybrid families against timm: ConvNeXt, PoolFormer, ConvFormer, CAFormer, MLP-Mixer, DeiT III and a ViT
-with registers as zoo specs with timm's parameter counts, logits (weights copied by ``sdpnet.convert``) and
+with registers as zoo specs with timm's parameter counts, logits (weights copied by ``sdpnet.models.convert``) and
 FLOPs; the semantics of the new blocks and keyword values; the gallery of hybrids and its generated page."""
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import sdpnet
 from sdpnet.blocks import ConvNeXtBlock, PatchEmbed, StarReLU, TokenMixingMlp, get_act, get_norm1d, get_norm2d
-from sdpnet.builder import count_params
-from sdpnet.gallery import gallery_files
-from sdpnet.summary import summarize
+from sdpnet.models.builder import count_params
+from sdpnet.tools.gallery import gallery_files
+from sdpnet.models.summary import summarize
 
 timm = pytest.importorskip("timm")
 
-from sdpnet.convert import from_timm  # noqa: E402
+from sdpnet.models.convert import from_timm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "specs" / "zoo"

@@ -111,7 +111,7 @@ class TestFineTune:
 
     def test_other_class_count_and_resolution(self, pretrained):
         """In-process: 3 classes at 56 px from the 5-class 28-px run: new classifier, position table resampled."""
-        from sdpnet.finetune import init_from
+        from sdpnet.train.finetune import init_from
 
         spec = json.loads((pretrained / "spec.json").read_text())
         spec.pop("canonical", None)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, run_script
-from sdpnet.config import ConfigError
+from sdpnet.train.config import ConfigError
 from sdpnet.data import DataFileError, LoaderError, check_beton, make_val_loader, read_sidecar
 from sdpnet.data.sources import ArraySource
 from sdpnet.data.writer import write_beton

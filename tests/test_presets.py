@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import sdpnet
-from sdpnet import presets
-from sdpnet.builder import count_params
+from sdpnet.spec import presets
+from sdpnet.models.builder import count_params
 from sdpnet.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +90,8 @@ class TestByName:
 
 
 @pytest.mark.parametrize("imports", ["import sdpnet\nimport timm", "import timm\nimport sdpnet",
-                                     "import sdpnet.builder\nimport timm", "import timm\nimport sdpnet.builder",
-                                     "import sdpnet\nsdpnet.register_timm()", "import sdpnet.timm_models"])
+                                     "import sdpnet.models.builder\nimport timm", "import timm\nimport sdpnet.models.builder",
+                                     "import sdpnet\nsdpnet.register_timm()", "import sdpnet.models.timm_models"])
 def test_timm_registration_either_order(imports: str, tmp_path: Path) -> None:
     """Importing sdpnet (or any of its modules) and timm in either order, or calling sdpnet.register_timm() before
     timm is imported, registers every preset with timm, without a warning."""
@@ -141,7 +141,7 @@ def test_wheel_install(tmp_path: Path) -> None:
     work.mkdir()
     expected = {p.stem: meta_count(p) for p in SPEC_FILES}
     res = run(["-c", "import json, sdpnet, torch\n"
-              "from sdpnet import presets\n"
+              "from sdpnet.spec import presets\n"
               "counts = {}\n"
               "with torch.device('meta'):\n"
               "    for name, path in presets.presets().items():\n"

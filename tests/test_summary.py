@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sdpnet.builder import build, count_params
-from sdpnet.summary import main
+from sdpnet.models.builder import build, count_params
+from sdpnet.tools.summary import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sdpnet.compare import find_runs, leaderboard, pareto_front, read_run
-from sdpnet.sweep import grid_points, SweepError
+from sdpnet.tools.compare import find_runs, leaderboard, pareto_front, read_run
+from sdpnet.tools.sweep import grid_points, SweepError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "P4(d=16)+CLS1-DWC3+MLP,ENC(h=2)-LIN"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import sdpnet
-from sdpnet.builder import SpecNet, build, default_out_indices
+from sdpnet.models.builder import SpecNet, build, default_out_indices
 
 timm = pytest.importorskip("timm")
 sdpnet.register_timm()
@@ -77,7 +77,7 @@ class TestCreateModel:
     def test_num_classes_zero_with_weights(self, tmp_path) -> None:
         """With your own weights, num_classes=0 loads them (classifier included), then removes the classifier:
         the same as the loaded model after reset_classifier(0)."""
-        from sdpnet.weights import save_weights
+        from sdpnet.models.weights import save_weights
 
         trained = small(HYBRID).eval()
         file = save_weights(tmp_path / "w.safetensors", trained.state_dict(), spec={**SMALL, "arch": HYBRID})

@@ -22,7 +22,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", (ROOT / "docs/blocks.md").read_tex
 DRIVER = r'''
 import json, sys, torch
 import sdpnet
-from sdpnet.builder import count_params
+from sdpnet.models.builder import count_params
 torch.manual_seed(0)
 exec(compile(sys.stdin.read(), "docs/blocks.md", "exec"), {})
 out = {}

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from sdpnet.spec import Spec, SpecError, load_spec, parse, parse_override
-from sdpnet.text import FALSE_WORDS, TRUE_WORDS, nearest, parse_bool, suggest
+from sdpnet.spec.text import FALSE_WORDS, TRUE_WORDS, nearest, parse_bool, suggest
 
 WORDS = [(w, True) for w in TRUE_WORDS] + [(w, False) for w in FALSE_WORDS]
 WORDS += [(w.upper(), v) for w, v in WORDS if w.isalpha()]

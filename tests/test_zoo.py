@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import sdpnet
-from sdpnet.builder import count_params
+from sdpnet.models.builder import count_params
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PRESETS = sorted(p for p in SPECS.glob("*.json") if p.name != "fashion_mnist.json")
@@ -111,12 +111,12 @@ class TestTimmRegistration:
     @pytest.mark.parametrize("path", PRESETS + ZOO, ids=lambda p: p.stem)
     def test_create_model(self, timm, path: Path) -> None:
         """timm.create_model builds every spec by its registered name, with the spec's parameter count."""
-        from sdpnet.presets import preset_name
+        from sdpnet.spec.presets import preset_name
 
         name = preset_name(json.loads(path.read_text())["name"])
         assert timm.is_model(name)
         model = timm.create_model(name, pretrained=False, device="meta")
-        assert isinstance(model, sdpnet.builder.SpecNet)
+        assert isinstance(model, sdpnet.models.builder.SpecNet)
         assert count_params(model) == meta_count(path)
 
     def test_presets_have_seed_names(self, timm) -> None:

@@ -10,9 +10,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from sdpnet.blocks.act import GatedAct, get_act
-from sdpnet.blocks.drop import make_drop_path, make_layer_scale
-from sdpnet.blocks.norm import LN_EPS, get_norm1d
+from sdpnet.blocks.layers.act import GatedAct, get_act
+from sdpnet.blocks.layers.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.layers.norm import LN_EPS, get_norm1d
 from sdpnet.registry import register_block
 
 
@@ -109,7 +109,7 @@ class EncoderBlock(nn.Module):
         post_norm: x = x + attn(norm1(x));  x = norm2(x);  x = x + mlp(x)
 
     A ``sequence`` block: the network hands it (B, T + HW, C), the class/register tokens then the flattened
-    image (``sdpnet.builder.join_tokens``), and keeps runs of such blocks in that form. Class and register tokens reach
+    image (``sdpnet.models.builder.join_tokens``), and keeps runs of such blocks in that form. Class and register tokens reach
     the image only here.
 
     Args:

@@ -5,7 +5,7 @@ larger models (Linear layers, LayerNorm over the last dimension); the residual i
 the block returns a channels_last tensor. The next ``CNX`` then gets its channels-last view without a copy:
 its depthwise convolution runs in channels_last and every permute below is a view. timm's ``conv_mlp``
 variant (1x1 convolutions, LayerNorm2d: ``convnext_atto``) computes the same function, and its weights load
-reshaped (``sdpnet.convert``).
+reshaped (``sdpnet.models.convert``).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdpnet.blocks.act import get_act
-from sdpnet.blocks.drop import make_drop_path
-from sdpnet.blocks.norm import LN_EPS, get_norm2d
+from sdpnet.blocks.layers.act import get_act
+from sdpnet.blocks.layers.drop import make_drop_path
+from sdpnet.blocks.layers.norm import LN_EPS, get_norm2d
 from sdpnet.registry import register_block
 
 

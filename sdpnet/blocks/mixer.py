@@ -13,9 +13,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from sdpnet.blocks.act import get_act
-from sdpnet.blocks.drop import make_drop_path
-from sdpnet.blocks.norm import get_norm2d
+from sdpnet.blocks.layers.act import get_act
+from sdpnet.blocks.layers.drop import make_drop_path
+from sdpnet.blocks.layers.norm import get_norm2d
 from sdpnet.registry import register_block
 
 

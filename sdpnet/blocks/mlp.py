@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sdpnet.blocks.act import GatedAct, get_act
-from sdpnet.blocks.drop import make_drop_path, make_layer_scale
-from sdpnet.blocks.norm import get_norm2d
+from sdpnet.blocks.layers.act import GatedAct, get_act
+from sdpnet.blocks.layers.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.layers.norm import get_norm2d
 from sdpnet.registry import register_block
 
 

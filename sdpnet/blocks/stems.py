@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sdpnet.blocks.act import get_act
-from sdpnet.blocks.norm import LN_EPS, get_norm2d
+from sdpnet.blocks.layers.act import get_act
+from sdpnet.blocks.layers.norm import LN_EPS, get_norm2d
 from sdpnet.registry import register_block
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Protocol
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in blocks)
 from sdpnet.registry import BlockSchema, Param, blocks_where, get_schema, list_blocks
 from sdpnet.spec.errors import SpecError
-from sdpnet.text import BOOL_WORDS, parse_bool, suggest
+from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.tree import Block, Spec, Stage, Unit, Value
 
 MAX_BLOCKS = 10_000  # total blocks after unrolling repeats

@@ -15,11 +15,11 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from sdpnet import vocabulary as _vocabulary
-from sdpnet import presets
+from sdpnet.spec import presets
 from sdpnet.registry import MAX_WIDTH, get_schema, list_blocks
 from sdpnet.spec.check import MAX_INT
 from sdpnet.spec.errors import SpecError
-from sdpnet.text import BOOL_WORDS, parse_bool, suggest
+from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.jsontree import from_json as _tree_from_json
 from sdpnet.spec.parser import parse
 from sdpnet.spec.tree import Spec
@@ -160,7 +160,7 @@ def _arch(value: Any, source: str | None) -> Spec:
 
 
 def load_spec(spec: Any, **overrides: Any) -> ModelSpec:
-    """A :class:`ModelSpec` from a ``.json`` path, a preset name (``sdpnet_xl``, see :mod:`sdpnet.presets`),
+    """A :class:`ModelSpec` from a ``.json`` path, a preset name (``sdpnet_xl``, see :mod:`sdpnet.spec.presets`),
     JSON object text, a spec string, a Spec or a ModelSpec.
 
     ``overrides`` are hyperparameters (or ``arch``) that win over the file's.

@@ -13,7 +13,7 @@ import re
 from sdpnet.registry import get_schema, list_blocks
 from sdpnet.spec import check
 from sdpnet.spec.errors import SpecError
-from sdpnet.text import suggest
+from sdpnet.spec.text import suggest
 from sdpnet.spec.normalize import normalize
 from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
 

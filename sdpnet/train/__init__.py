@@ -11,7 +11,7 @@ from sdpnet.train.optim import make_adamw, param_groups
 from sdpnet.train.plot import plot_run
 from sdpnet.train.precision import autocast_on, native_bf16
 from sdpnet.train.resolution import res_at
-from sdpnet.train.runfiles import (git_revision, os_error_text, read_jsonl, remove_stale_temps, write_json,
+from sdpnet.files import (git_revision, os_error_text, read_jsonl, remove_stale_temps, write_json,
                                   write_jsonl)
 from sdpnet.train.schedule import cosine_restarts, lr_at, scaled_lr
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdpnet.train.runfiles import temp_path
+from sdpnet.files import temp_path
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from sdpnet.train.runfiles import read_jsonl, temp_path
+from sdpnet.files import read_jsonl, temp_path
 
 __all__ = ["plot_run", "main"]
 
@@ -55,19 +55,3 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
-
-
-def main(argv: list[str]) -> int:
-    """CLI entry: ``plot RUN_DIR [-o OUT.png]``; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m sdpnet plot",
-                                 description="Draw a training run's loss/accuracy curves to PNG.")
-    ap.add_argument("run_dir", help="run folder written by train_ffcv.py (holds metrics.jsonl)")
-    ap.add_argument("-o", "--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
-    args = ap.parse_args(argv)
-    try:
-        path = plot_run(args.run_dir, args.out)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"sdpnet plot: error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0

@@ -254,7 +254,7 @@ def build_pretrained(spec: Any, path: str | os.PathLike, **overrides: Any) -> nn
     WeightsError. ``num_classes=0`` loads the weights with their classifier, then removes it
     (``reset_classifier(0)``: an ``MLP`` head's hidden layer goes too), so it equals the loaded model reset to 0.
     """
-    from sdpnet.builder import build
+    from sdpnet.models.builder import build
 
     path = Path(path)
     no_classifier = overrides.get("num_classes") == 0

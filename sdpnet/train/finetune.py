@@ -4,7 +4,7 @@
   one), a ``checkpoint.pt`` or a ``.safetensors`` export into a freshly built model by name: a classifier for
   another class count (or for other class names, when both are known) stays new, position tables are
   resampled to the new resolution, and every tensor not loaded as it was is reported by name
-  (:class:`sdpnet.weights.LoadReport`).
+  (:class:`sdpnet.models.weights.LoadReport`).
 - :func:`layer_id` / :func:`lr_scales` (``--lr.layer_decay=d``), timm's layer-wise lr decay: the stem and the
   class/register tokens are layer 0, body block ``i`` is layer ``i + 1``, the pool and head the last layer
   ``L + 1``; layer ``n`` learns at ``d ** (L + 1 - n)`` times the lr (the head at the full lr).
@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from sdpnet.runs import DATA_FILE
-from sdpnet.weights import LoadReport, WeightsError, adapt_state_dict, classifier_prefix, state_dict_from
+from sdpnet.data.record import DATA_FILE
+from sdpnet.models.weights import LoadReport, WeightsError, adapt_state_dict, classifier_prefix, state_dict_from
 
 __all__ = ["init_from", "layer_id", "lr_scales", "freeze_stem"]
 

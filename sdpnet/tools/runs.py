@@ -5,7 +5,7 @@ A run folder (``train_ffcv.py --logging.folder``) gives the spec (``spec.json``)
 validation resolution, centre-crop ratio, channels_last, batch size, data paths, subset) and the weights
 (``checkpoint.pt``: the model and its EMA). The class names and the validation normalisation come from the
 run's ``data.json`` when it has one, else from the sidecar of the validation ``.beton`` named in its config.
-A ``.safetensors`` file written by ``export`` carries all of that in its metadata (:mod:`sdpnet.weights`).
+A ``.safetensors`` file written by ``export`` carries all of that in its metadata (:mod:`sdpnet.models.weights`).
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["RunError", "Trained", "open_trained", "pick_device", "add_source_args", "data_record", "DATA_FILE"]
+from sdpnet.data.record import DATA_FILE, data_record
 
-DATA_FILE = "data.json"   # in a run folder: class names and the validation normalisation (train_ffcv.py)
-
+__all__ = ["RunError", "Trained", "open_trained", "pick_device", "add_source_args"]
 
 class RunError(ValueError):
     """A run folder, checkpoint or weights file that cannot be opened; a usage error (exit 2)."""
@@ -55,7 +54,7 @@ class Trained:
         return self.classes[i] if self.classes and 0 <= i < len(self.classes) else str(i)
 
     def metadata(self) -> dict[str, Any]:
-        """What an export stores beside the weights (:func:`sdpnet.weights.save_weights`)."""
+        """What an export stores beside the weights (:func:`sdpnet.models.weights.save_weights`)."""
         return {"spec": self.spec, "classes": self.classes, "preprocess": self.preprocess,
                 "source": {**self.source, "weights": self.weights}}
 
@@ -100,21 +99,6 @@ def _build(spec_record: dict[str, Any], where: str) -> nn.Module:
         raise RunError(f"{where}: its spec does not build ({e})") from None
 
 
-def data_record(train_path: str, val_path: str) -> dict[str, Any]:
-    """What a run keeps of its data (``data.json``, written by train_ffcv.py): the class names, the validation
-    loader's normalisation (0-255), the writer's downscale of the validation images, and both files' sources."""
-    from sdpnet.data.loaders import dataset_stats
-    from sdpnet.data.sidecar import read_sidecar
-
-    train, val = read_sidecar(train_path), read_sidecar(val_path)
-    mean, std = dataset_stats(val_path)   # what make_val_loader normalises with
-    return {"classes": val.get("classes") or train.get("classes"), "num_classes": val.get("num_classes"),
-            "mean": mean.tolist(), "std": std.tolist(),
-            "max_resolution": (val.get("settings") or {}).get("max_resolution") or None,
-            "train": {"path": str(train_path), "num_samples": train.get("num_samples"), "source": train.get("source")},
-            "val": {"path": str(val_path), "num_samples": val.get("num_samples"), "source": val.get("source")}}
-
-
 def _data_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Class names, normalisation and writer downscale of a run: data.json, else its .beton files' sidecars."""
     rec = run / DATA_FILE
@@ -129,7 +113,7 @@ def _data_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
-    from sdpnet.weights import WeightsError, state_dict_from
+    from sdpnet.models.weights import WeightsError, state_dict_from
 
     config = _read_json(run / "config.json", "the run's config")
     spec = _read_json(run / "spec.json", "the run's spec")
@@ -154,7 +138,7 @@ def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
 
 
 def _open_file(path: Path) -> Trained:
-    from sdpnet.weights import WeightsError, read_weights
+    from sdpnet.models.weights import WeightsError, read_weights
 
     try:
         state, meta = read_weights(path)

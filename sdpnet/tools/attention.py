@@ -115,7 +115,7 @@ def draw_maps(pixels: np.ndarray, layers: Sequence[AttentionLayer], maps: Sequen
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sdpnet.train.runfiles import temp_path
+    from sdpnet.files import temp_path
 
     res = pixels.shape[:2]
     cols = []   # (layer index, head index or None for the mean)
@@ -160,7 +160,7 @@ def draw_maps(pixels: np.ndarray, layers: Sequence[AttentionLayer], maps: Sequen
 
 def _save_npz(path: Path, layers: Sequence[AttentionLayer], maps: Sequence[torch.Tensor], num_tokens: int,
               grid: Sequence[tuple[int, int]]) -> None:
-    from sdpnet.train.runfiles import temp_path
+    from sdpnet.files import temp_path
 
     tmp = temp_path(path)
     arrays = {f"layer{i}": m.numpy().astype(np.float32) for i, m in enumerate(maps)}
@@ -174,7 +174,7 @@ def _save_npz(path: Path, layers: Sequence[AttentionLayer], maps: Sequence[torch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.runs import add_source_args
+    from sdpnet.tools.runs import add_source_args
 
     add_source_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (preprocessed as the run validates)")
@@ -183,8 +183,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.predict import load_image
-    from sdpnet.runs import RunError, open_trained, pick_device
+    from sdpnet.tools.predict import load_image
+    from sdpnet.tools.runs import RunError, open_trained, pick_device
 
     try:
         device = pick_device(args.device)

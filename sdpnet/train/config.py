@@ -22,9 +22,9 @@ choices; a section's ``__post_init__`` checks relations between its values (rais
 
 Compared with fastargs' own ``augment_argparse``/``validate`` this:
 
-- rejects unknown sections and keys, naming the nearest valid key (:func:`sdpnet.text.nearest`)
+- rejects unknown sections and keys, naming the nearest valid key (:func:`sdpnet.spec.text.nearest`)
   and listing the valid keys of the section (fastargs silently ignores them);
-- parses bools with the one grammar of :func:`sdpnet.text.parse_bool` (fastargs' ``Param(bool)``
+- parses bools with the one grammar of :func:`sdpnet.spec.text.parse_bool` (fastargs' ``Param(bool)``
   turns the string "False" into True); ints refuse 3.5 and booleans; floats refuse NaN and
   infinity; values are checked against their bounds and choices;
 - refuses a YAML ``null`` (leaving the key out gives the default);
@@ -55,7 +55,7 @@ from fastargs import Config, Param, Section, get_current_config
 from fastargs import validation as fv
 from fastargs.exceptions import MissingValueError, ValidationError
 
-from sdpnet.text import BOOL_WORDS, nearest, parse_bool
+from sdpnet.spec.text import BOOL_WORDS, nearest, parse_bool
 
 __all__ = ["Bool", "Int", "Float", "Value", "ConfigError", "option", "declare", "build_options",
            "load_options", "parse_options", "options_dict", "option_defaults", "altering_keys",
@@ -67,7 +67,7 @@ class ConfigError(ValueError):
 
 
 class Bool(fv.Checker):
-    """Strict boolean: True/False, 0/1, or the words of :func:`sdpnet.text.parse_bool` (any case)."""
+    """Strict boolean: True/False, 0/1, or the words of :func:`sdpnet.spec.text.parse_bool` (any case)."""
 
     def check(self, value: Any) -> bool:
         return parse_bool(value)

@@ -3,7 +3,7 @@
 Every spec file is known by its ``"name"``, prefixed with ``sdpnet_`` when it does not start with it
 (``specs/zoo/vit_tiny_patch16_224.json`` is ``sdpnet_vit_tiny_patch16_224``, so timm's own
 ``vit_tiny_patch16_224`` is never shadowed). The same names are the timm model names
-(:mod:`sdpnet.timm_models`), and :func:`sdpnet.build`, :func:`sdpnet.load_spec` and the command line take them
+(:mod:`sdpnet.models.timm_models`), and :func:`sdpnet.build`, :func:`sdpnet.load_spec` and the command line take them
 wherever they take a spec.
 
 ``specs/`` sits at the top of the repository and is what ships: a wheel carries it as package data at
@@ -23,7 +23,7 @@ PREFIX = "sdpnet_"
 
 def specs_dir() -> Path:
     """The folder of the shipped spec files: ``sdpnet/specs`` when installed from a wheel, else ``<repo>/specs``."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]   # sdpnet/
     for candidate in (package / "specs", package.parent / "specs"):
         if (candidate / "zoo").is_dir():
             return candidate

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from sdpnet.builder import SpecNet, build, count_params
+from sdpnet.models.builder import SpecNet, build, count_params
 from sdpnet.registry import get_schema
 from sdpnet.spec import SpecError, parse_override
 from sdpnet.spec.plan import LayerPlan
@@ -114,27 +114,3 @@ def format_table(summary: dict[str, Any]) -> str:
     out.append(f"params: {summary['params']:,}   FLOPs: {summary['flops'] / 1e9:.3f} G   "
                f"MACs: {summary['macs'] / 1e9:.3f} G   at {summary['res']}x{summary['res']}")
     return "\n".join(out)
-
-
-def main(argv: list[str]) -> int:
-    """``summary SPEC [--res N] [--set key=value ...] [--json]``; returns the exit status (2: bad spec)."""
-    parser = argparse.ArgumentParser(prog="python -m sdpnet summary", description=__doc__.splitlines()[0])
-    parser.add_argument("spec", help="a .json spec file or a spec string (quote it)")
-    parser.add_argument("--res", type=int, default=None, help="input resolution (default: the spec's img_size)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    parser.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
-    args = parser.parse_args(argv)
-    try:
-        with torch.device("meta"):  # shapes only: see the module docstring
-            model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
-        res = model.plan.img_size if args.res is None else args.res
-        if res < 1 or res % model.stride:
-            raise ValueError(f"--res {res} is not divisible by the model's stride {model.stride}; "
-                             f"use a multiple of {model.stride}")
-        summary = summarize(model, res)
-    except (SpecError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = {"spec": str(model.model_spec.arch), **summary}
-    print(json.dumps(summary, indent=2) if args.json else f"{summary['spec']}\n{format_table(summary)}")
-    return 0

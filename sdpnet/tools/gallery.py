@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from sdpnet.builder import build, count_params
-from sdpnet.summary import summarize
+from sdpnet.models.builder import build, count_params
+from sdpnet.models.summary import summarize
 
 GALLERY = Path(__file__).resolve().parent.parent / "specs" / "gallery"
 

@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from sdpnet.builder import SpecNet, build
+from sdpnet.models.builder import SpecNet, build
 
 LOOKAHEAD = 8  # how many of our next unmatched tensors a timm tensor may skip to find its counterpart
 

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import sdpnet.blocks  # noqa: F401  (binds the built-in block names to their modules)
-from sdpnet import presets
+from sdpnet.spec import presets
 from sdpnet.registry import check_factory, get_block, get_schema
 from sdpnet.spec.plan import LayerPlan, Plan
 
@@ -437,10 +437,10 @@ def build(spec: Any, pretrained: Any = None, **overrides: Any) -> SpecNet:
 
     ``overrides`` replace the spec's hyperparameters (``dim=96``, ``num_classes=10``). ``pretrained``: a
     ``.safetensors`` file (``python -m sdpnet export``), a ``checkpoint.pt`` or a run folder to load the
-    weights from (:func:`sdpnet.weights.build_pretrained`).
+    weights from (:func:`sdpnet.models.weights.build_pretrained`).
     """
     if pretrained is not None:
-        from sdpnet.weights import build_pretrained
+        from sdpnet.models.weights import build_pretrained
 
         return build_pretrained(spec, pretrained, **overrides)
     if isinstance(spec, Plan):

@@ -1,7 +1,7 @@
 """``python -m sdpnet export RUN --format safetensors|onnx|pt2``: the trained model outside the training code.
 
 - ``safetensors``: the weights, with the spec, class names, validation preprocessing and source in the file's
-  metadata (:mod:`sdpnet.weights`). ``sdpnet.build(spec, pretrained=FILE)`` and
+  metadata (:mod:`sdpnet.models.weights`). ``sdpnet.build(spec, pretrained=FILE)`` and
   ``timm.create_model("sdpnet_...", pretrained=True, pretrained_cfg_overlay=dict(file=FILE))`` load it, and
   every subcommand here takes it in place of a run. No pickle.
 - ``onnx``: ``torch.onnx.export`` (the ``torch.export``-based exporter), input ``image`` (B, 3, res, res) float32
@@ -35,8 +35,8 @@ SUFFIX = {"safetensors": ".safetensors", "onnx": ".onnx", "pt2": ".pt2"}
 
 
 def export_safetensors(trained, path: Path) -> Path:
-    """The weights and metadata of ``trained`` (:class:`sdpnet.runs.Trained`) to ``path``."""
-    from sdpnet.weights import save_weights
+    """The weights and metadata of ``trained`` (:class:`sdpnet.tools.runs.Trained`) to ``path``."""
+    from sdpnet.models.weights import save_weights
 
     m = trained.metadata()
     return save_weights(path, trained.model.state_dict(), spec=m["spec"], classes=m["classes"],
@@ -97,7 +97,7 @@ def runner(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
         module = torch.export.load(str(path)).module()
         return lambda x: module(x).detach().numpy()
     if fmt == "safetensors":
-        from sdpnet.runs import open_trained
+        from sdpnet.tools.runs import open_trained
 
         model = open_trained(path).model.float().eval()
         return lambda x: model(x).detach().numpy()
@@ -107,7 +107,7 @@ def runner(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
 def check_images(trained, *, val_path: str | None, files: Sequence[str], count: int) -> torch.Tensor:
     """``count`` real images as the run validates them: from ``files`` if given, else from ``val_path``."""
     if files:
-        from sdpnet.predict import load_image
+        from sdpnet.tools.predict import load_image
 
         return torch.stack([load_image(f, trained.preprocess)[0] for f in files])
     from sdpnet.data.loaders import make_val_loader
@@ -139,7 +139,7 @@ def check(trained, fmt: str, path: Path, images: torch.Tensor) -> dict[str, Any]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.runs import add_source_args
+    from sdpnet.tools.runs import add_source_args
 
     add_source_args(p, device=False)   # exports and checks run on the CPU, in fp32
     p.add_argument("--format", choices=tuple(SUFFIX), required=True, help="what to write")
@@ -155,7 +155,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.runs import RunError, open_trained
+    from sdpnet.tools.runs import RunError, open_trained
 
     try:
         if args.check_images < 2:

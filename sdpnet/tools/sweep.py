@@ -202,7 +202,7 @@ def load_script(script: Path) -> Any:
 
 def check_options(script: Any, argv: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The run's options as ``{section: {key: value}}`` and the keys that alter a run; raises SweepError."""
-    from sdpnet.config import ConfigError, altering_keys, options_dict
+    from sdpnet.train.config import ConfigError, altering_keys, options_dict
 
     try:
         opts = script.read_options(argv)
@@ -280,7 +280,7 @@ def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[di
 
 def run_state(folder: Path) -> tuple[str, int]:
     """``("done", epochs)``, ``("partial", epochs saved)`` or ``("new", 0)`` for a run folder."""
-    from sdpnet.train.runfiles import read_jsonl   # sdpnet.train imports torch: not before the specs are parsed
+    from sdpnet.files import read_jsonl   # sdpnet.train imports torch: not before the specs are parsed
 
     if (folder / "results.json").is_file():
         try:
@@ -432,7 +432,7 @@ def _lock(out: Path) -> Any:
 
 def write_manifest(out: Path, plans: Sequence[RunPlan], argv: Sequence[str]) -> None:
     """``OUT/sweep.json``: every run ever planned in this folder (spec, source, grid, options) and each command."""
-    from sdpnet.train.runfiles import write_json
+    from sdpnet.files import write_json
 
     path = out / "sweep.json"
     try:
@@ -541,7 +541,7 @@ def main(argv: Sequence[str]) -> int:
         lock.close()
     print(f"sweep {out}: {len(finished)} run(s) trained, {len(plans) - len(finished) - len(failed)} already done, "
           f"{len(failed)} failed, {time.perf_counter() - t0:.0f} s")
-    from sdpnet.compare import main as compare
+    from sdpnet.tools.compare import main as compare
 
     names = [p.name for p in plans if (out / p.name / "metrics.jsonl").is_file()]
     if names:

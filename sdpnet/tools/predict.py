@@ -110,7 +110,7 @@ def predict_files(trained, paths: Sequence[str], *, topk: int, device: torch.dev
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.runs import add_source_args
+    from sdpnet.tools.runs import add_source_args
 
     add_source_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...; any mode)")
@@ -120,8 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.runs import RunError, open_trained, pick_device
-    from sdpnet.train.runfiles import write_json
+    from sdpnet.tools.runs import RunError, open_trained, pick_device
+    from sdpnet.files import write_json
 
     try:
         if args.topk < 1 or args.batch_size < 1:

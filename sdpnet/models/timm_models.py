@@ -1,6 +1,6 @@
 """timm registration of the presets: ``timm.create_model("sdpnet_xl")`` builds ``specs/xl.json``.
 
-Every preset (:mod:`sdpnet.presets`: ``specs/*.json``, ``specs/zoo/*.json``) becomes a timm model of the same
+Every preset (:mod:`sdpnet.spec.presets`: ``specs/*.json``, ``specs/zoo/*.json``) becomes a timm model of the same
 name (``sdpnet_xl``, ``sdpnet_vit_tiny_patch16_224``: timm's own ``vit_tiny_patch16_224`` is never
 overwritten). Registration is explicit and order-independent: ``import sdpnet`` registers them as soon as timm
 is imported (before or after), ``sdpnet.register_timm()`` does it at once, and so does importing this module::
@@ -15,7 +15,7 @@ Models are built through timm's ``build_model_with_cfg``, so timm's keywords beh
 ``out_indices`` and ``feature_cls`` (default ``"getter"``: ``forward_intermediates``), ``device``, ``dtype``,
 ``pretrained_cfg_overlay``. Every spec hyperparameter is a keyword too (``dim=96``, ``heads=4``); any other
 keyword is a ``TypeError``. The registered ``pretrained_cfg`` of each name is the one the model reports
-(:func:`sdpnet.builder.timm_cfg`). sdpnet publishes no weights to download: ``pretrained=True`` loads your own
+(:func:`sdpnet.models.builder.timm_cfg`). sdpnet publishes no weights to download: ``pretrained=True`` loads your own
 file, ``pretrained_cfg_overlay=dict(file="model.safetensors")`` (``python -m sdpnet export``), else is an error.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ import torch
 from timm.models import build_model_with_cfg, is_model, register_model
 from torch import nn
 
-from sdpnet import presets
-from sdpnet.builder import SpecNet, build, default_out_indices, feature_info, make_block, timm_cfg
+from sdpnet.spec import presets
+from sdpnet.models.builder import SpecNet, build, default_out_indices, feature_info, make_block, timm_cfg
 from sdpnet.spec import load_spec, resolve
 from sdpnet.spec.files import hparam_types
-from sdpnet.text import suggest
-from sdpnet.weights import timm_pretrained_file
+from sdpnet.spec.text import suggest
+from sdpnet.models.weights import timm_pretrained_file
 
 # timm's create_model keywords -> spec hyperparameters.
 TIMM_KWARGS = {"drop_rate": "dropout", "drop_path_rate": "drop_path"}
@@ -84,7 +84,7 @@ def spec_overrides(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _create(name: str, path: Path, file: Path | None = None, **kwargs: Any) -> SpecNet:
     """The model timm's ``build_model_with_cfg`` instantiates: the preset with ``kwargs`` as overrides, with the
-    weights in ``file`` (:func:`sdpnet.weights.build_pretrained`) when given."""
+    weights in ``file`` (:func:`sdpnet.models.weights.build_pretrained`) when given."""
     device, dtype, global_pool = (kwargs.pop(k, None) for k in _MODEL_KWARGS)
     overrides = spec_overrides(name, kwargs)
     with torch.device(device) if device is not None else contextlib.nullcontext():

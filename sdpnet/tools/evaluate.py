@@ -21,66 +21,16 @@ from typing import Any, Sequence
 
 import torch
 
-from sdpnet.text import parse_bool
-from sdpnet.train.metrics import Meter, topk_correct
+from sdpnet.spec.text import parse_bool
+from sdpnet.train.validate import evaluate
 from sdpnet.train.precision import autocast_on
 
 __all__ = ["evaluate", "evaluate_run", "plot_confusion", "main"]
 
 
-@torch.no_grad()
-def evaluate(models: dict[str, torch.nn.Module], loader, *, amp: bool,
-             confusion: int = 0, flip: bool = False) -> dict[str, Any]:
-    """Loss, top-1 and top-5 (fractions) of each model on the whole validation set (all ranks).
-
-    ``flip``: test-time augmentation, the logits are the mean of the image's and its mirror image's.
-
-    Keys: ``val_loss``, ``top1``, ``top5`` for the model named ``model``, ``<name>_val_loss``... for the others.
-    ``confusion=K`` (the class count) adds ``[<name>_]confusion``, a K x K int64 tensor (rows: true class,
-    columns: predicted), and ``[<name>_]seconds``, the time spent in that model's forward passes (synchronised).
-    """
-    dev = next(next(iter(models.values())).parameters()).device
-    meters = {name: Meter(("loss", "top1", "top5"), dev) for name in models}
-    cms = {name: torch.zeros(confusion * confusion, dtype=torch.int64, device=dev) for name in models} \
-        if confusion else {}
-    seconds = dict.fromkeys(models, 0.0)
-    for m in models.values():
-        m.eval()
-    for x, y in loader:
-        for name, m in models.items():
-            if confusion:
-                _sync(dev)
-                t0 = time.perf_counter()
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = m(x).float()
-                if flip:
-                    logits = (logits + m(x.flip(-1)).float()) / 2
-            if confusion:
-                _sync(dev)
-                seconds[name] += time.perf_counter() - t0
-                cms[name] += torch.bincount(y * confusion + logits.argmax(-1), minlength=confusion * confusion)
-            top1, top5 = topk_correct(logits, y, (1, 5))
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-            meters[name].add(x.shape[0], loss=loss, top1=top1, top5=top5)
-    out: dict[str, Any] = {}
-    for name, meter in meters.items():
-        r = meter.read()
-        prefix = "" if name == "model" else f"{name}_"
-        out |= {f"{prefix}val_loss": r["loss"], f"{prefix}top1": r["top1"], f"{prefix}top5": r["top5"]}
-        if confusion:
-            out |= {f"{prefix}confusion": cms[name].view(confusion, confusion).cpu(), f"{prefix}seconds":
-                    seconds[name], f"{prefix}count": int(r["count"])}
-    return out
-
-
 # FFCV loaders of a sweep stay referenced: dropping one frees numba-compiled functions that a later loader shares,
 # and numba's finalizer then prints a KeyError traceback ("Exception ignored in ...").
 _KEEP: list = []
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: Path, title: str) -> Path:
@@ -89,7 +39,7 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sdpnet.train.runfiles import temp_path
+    from sdpnet.files import temp_path
 
     k = cm.shape[0]
     rows = cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
@@ -124,7 +74,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
 
 def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict[str, Any] | None:
     """The metrics.jsonl row of the checkpoint's epoch, when this evaluation repeats the run's validation."""
-    from sdpnet.train.runfiles import read_jsonl
+    from sdpnet.files import read_jsonl
 
     cfg = trained.config or {}
     if trained.run is None or not (trained.run / "metrics.jsonl").is_file():
@@ -142,7 +92,7 @@ def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict
 
 def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_size: int, num_workers: int,
                  device: torch.device, amp: bool, flip: bool = False) -> dict[str, Any]:
-    """Evaluate ``trained`` (:class:`sdpnet.runs.Trained`) at each resolution; the report as a JSON-able dict.
+    """Evaluate ``trained`` (:class:`sdpnet.tools.runs.Trained`) at each resolution; the report as a JSON-able dict.
 
     The first resolution also gets the per-class accuracy and the confusion matrix (``confusion``, a list of
     rows).
@@ -217,7 +167,7 @@ def _parse_res(text: str, stride: int) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.runs import add_source_args
+    from sdpnet.tools.runs import add_source_args
 
     add_source_args(p)
     p.add_argument("--data.val_path", dest="val_path", metavar="BETON",
@@ -236,8 +186,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.runs import RunError, open_trained, pick_device
-    from sdpnet.train.runfiles import write_json
+    from sdpnet.tools.runs import RunError, open_trained, pick_device
+    from sdpnet.files import write_json
 
     try:
         device = pick_device(args.device)

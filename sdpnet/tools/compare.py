@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from sdpnet.train.runfiles import read_jsonl, replace_atomically, temp_path
+from sdpnet.files import read_jsonl, replace_atomically, temp_path
 
 __all__ = ["find_runs", "read_run", "leaderboard", "pareto_front", "to_markdown", "plot_pareto",
            "plot_curves", "main"]
@@ -75,9 +75,9 @@ def _accuracy(row: dict[str, Any]) -> float:
 
 def count_cost(spec_record: dict[str, Any], res: int) -> tuple[int, int]:
     """(params, FLOPs) of a run's spec.json record at ``res`` px, counted as ``sdpnet summary`` does."""
-    from sdpnet.builder import build
+    from sdpnet.models.builder import build
     from sdpnet.spec import load_spec
-    from sdpnet.summary import summarize
+    from sdpnet.models.summary import summarize
 
     spec = {k: v for k, v in spec_record.items() if k != "canonical"}
     model = build(load_spec(json.dumps(spec))).eval()
