@@ -1,4 +1,5 @@
-"""The files of a run folder: config.json, spec.json, metrics.jsonl, results.json (all written atomically).
+"""The files of a run folder: config.json, spec.json, metrics.jsonl, results.json (all written atomically),
+and the one atomic writer every JSON, PNG and other output of the package goes through.
 
 Every file is written to ``.<name>.<pid>.tmp`` beside its target, flushed to disk and renamed
 over the target, so a reader never sees half a file. A process killed mid-write (SIGKILL) leaves
@@ -9,14 +10,16 @@ run (train_ffcv.py calls it when it opens a run folder). JSON never holds bare `
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
-__all__ = ["write_json", "write_jsonl", "read_jsonl", "git_revision", "temp_path", "replace_atomically",
-           "remove_stale_temps", "os_error_text"]
+__all__ = ["write_json", "write_jsonl", "read_jsonl", "save_figure", "git_revision", "temp_path",
+           "atomic_file", "replace_atomically", "remove_stale_temps", "os_error_text"]
 
 
 def temp_path(path: str | Path) -> Path:
@@ -25,18 +28,26 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def replace_atomically(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`temp_path`: flushed, fsynced, renamed; no temporary left."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Open :func:`temp_path` of ``path`` for binary writing; on leaving without an error the file is flushed,
+    fsynced and renamed over ``path``. No temporary file is left either way."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_atomically(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_file`: flushed, fsynced, renamed; no temporary left."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def _alive(pid: int) -> bool:
@@ -75,6 +86,21 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
     """Rewrite a JSON-lines file atomically, one record per line (NaN and infinity are refused)."""
     replace_atomically(path, "".join(_dumps(r) + "\n" for r in records).encode())
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Render a matplotlib figure to ``path`` atomically, in the format its suffix names (PNG without one),
+    and close the figure (it is closed even when rendering fails)."""
+    import matplotlib.pyplot as plt   # matplotlib: optional; only a caller that drew a figure gets here
+
+    path = Path(path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    replace_atomically(path, buf.getvalue())
+    return path
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

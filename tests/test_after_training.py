@@ -249,7 +249,7 @@ class TestExport:
 
     @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
     def test_onnx_and_pt2_match_eager(self, demo_run, tmp_path, val_images, fmt):
-        from sdpnet.tools.predict import prepare
+        from sdpnet.tools.images import prepare
         from sdpnet.tools.runs import open_trained
 
         out = tmp_path / f"fm.{fmt}"

@@ -5,7 +5,6 @@ Real .beton files (Fashion-MNIST, and broken ones made here), real train_ffcv.py
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +27,9 @@ from sdpnet.data import DataFileError, LoaderError, check_beton, make_val_loader
 from sdpnet.data.sources import ArraySource
 from sdpnet.data.writer import write_beton
 from sdpnet.train import load_checkpoint, os_error_text, write_json
+from sdpnet.train.errors import UsageError
+from sdpnet.train.options import read_options
+from sdpnet.train.prepare import prepare
 
 TINY = {"name": "tiny", "arch": "P4+CLS1-[DWC3+MLP,ENC]-MLP", "dim": 32, "heads": 2, "mlp_ratio": 2,
         "num_classes": 10, "img_size": 28}
@@ -51,12 +54,8 @@ def one_line_error(res: subprocess.CompletedProcess, code: int = 2) -> str:
 
 @pytest.fixture(scope="module")
 def trainer():
-    """train_ffcv.py imported as a module, for the in-process checks (no subprocess per case)."""
-    spec = importlib.util.spec_from_file_location("train_ffcv", REPO / "train_ffcv.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_ffcv"] = module   # dataclass annotations are resolved through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    """The checks train_ffcv.py runs (sdpnet/train/options.py, prepare.py), in-process: no subprocess per case."""
+    return SimpleNamespace(read_options=read_options, prepare=prepare, UsageError=UsageError)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 import sdpnet
 from sdpnet.train import load_checkpoint, native_bf16, param_groups
-from sdpnet.train.plot import main as plot_main
+from sdpnet.tools.plot import main as plot_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"name": "tiny", "arch": "P4+CLS1-[DWC3+MLP,ENC]-MLP", "dim": 32, "heads": 2, "mlp_ratio": 2,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .ffcv_import import import_ffcv
 from .sidecar import read_sidecar
 
 __all__ = ["BetonInfo", "DataFileError", "check_beton", "check_same_classes"]
@@ -57,10 +58,10 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     ``name`` is how messages refer to the file (e.g. ``--data.val_path=val.beton``); a missing
     file raises FileNotFoundError. Labels must lie in ``[0, num_classes)`` of the sidecar.
     """
-    from .ffcv_import import import_ffcv
+    # FFCV (seconds of numba compilation) is imported on first use, through import_ffcv's workarounds
     import_ffcv()
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_handlers, \
-        get_metadata_type   # FFCV's own on-disk types (imported on first use: import_ffcv)
+        get_metadata_type   # FFCV's own on-disk types
     from ffcv.utils import decode_null_terminated_string
 
     path = str(path)

@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from sdpnet.files import os_error_text
+
 from .ffcv_import import import_ffcv
 from .sidecar import sidecar_path
 from .sources import DataPrepError
@@ -235,7 +237,6 @@ def run_cli(main: Callable[[], None]) -> None:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
-        from sdpnet.train.runfiles import os_error_text
         print(f"{prog}: error: cannot write {e.filename or 'the output'}: {os_error_text(e)}; nothing was "
               f"written", file=sys.stderr)
         sys.exit(1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,8 +38,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import sdpnet.blocks  # noqa: F401  (binds the built-in block names to their modules)
-from sdpnet.spec import presets
+from sdpnet.models.weights import classifier_prefix, load_pretrained, state_dict_from
 from sdpnet.registry import check_factory, get_block, get_schema
+from sdpnet.spec import load_spec, presets, resolve
+from sdpnet.spec.files import DEFAULTS
 from sdpnet.spec.plan import LayerPlan, Plan
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,8 +167,6 @@ class SpecNet(nn.Module):
         stem's convolutions (CCT's Tokenizer). Position tables are initialised by ``POS`` itself, which reads
         the same hyperparameter; LayerNorms keep PyTorch's weight 1, bias 0.
         """
-        from sdpnet.spec.files import DEFAULTS
-
         cct = self.plan.hparams.get("init", DEFAULTS["init"]) == "cct"
         for p, zero in ((self.cls_token, cct), (self.reg_token, False)):
             if p is not None and zero:
@@ -437,20 +438,46 @@ def build(spec: Any, pretrained: Any = None, **overrides: Any) -> SpecNet:
 
     ``overrides`` replace the spec's hyperparameters (``dim=96``, ``num_classes=10``). ``pretrained``: a
     ``.safetensors`` file (``python -m sdpnet export``), a ``checkpoint.pt`` or a run folder to load the
-    weights from (:func:`sdpnet.models.weights.build_pretrained`).
+    weights from (:func:`build_pretrained`).
     """
     if pretrained is not None:
-        from sdpnet.models.weights import build_pretrained
-
         return build_pretrained(spec, pretrained, **overrides)
     if isinstance(spec, Plan):
         if overrides:
             raise ValueError(f"a resolved Plan takes no overrides (got {sorted(overrides)}); resolve with them")
         return SpecNet(spec)
-    from sdpnet.spec import load_spec, resolve
-
     model_spec = load_spec(spec, **overrides)
     return SpecNet(resolve(model_spec), model_spec)
+
+
+def build_pretrained(spec: Any, path: str | os.PathLike, **overrides: Any) -> SpecNet:
+    """``sdpnet.build(spec, pretrained=path, **overrides)``: build the spec, then load the weights in ``path``.
+
+    Without a ``num_classes`` override the model gets the class count of the weights (the file's metadata, or its
+    classifier's rows for a checkpoint), so its classifier loads too; with another one it keeps a new
+    classifier. Every other tensor must fit (position tables are resampled to the spec's ``img_size``), else
+    WeightsError. ``num_classes=0`` loads the weights with their classifier, then removes it
+    (``reset_classifier(0)``: an ``MLP`` head's hidden layer goes too), so it equals the loaded model reset to 0.
+    """
+    path = Path(path)
+    no_classifier = overrides.get("num_classes") == 0
+    if no_classifier:
+        del overrides["num_classes"]
+    if "num_classes" not in overrides:
+        state, meta = state_dict_from(path)
+        num = (meta.get("spec") or {}).get("num_classes")
+        if num is None:
+            probe = build(spec, **overrides)
+            prefix = classifier_prefix(probe)
+            rows = state.get(prefix + "weight") if prefix else None
+            num = int(rows.shape[0]) if rows is not None else None
+        if num is not None:
+            overrides["num_classes"] = int(num)
+    model = build(spec, **overrides)
+    load_pretrained(model, path, strict=True)
+    if no_classifier:
+        model.reset_classifier(0)
+    return model
 
 
 def count_params(module: nn.Module) -> int:
@@ -535,5 +562,5 @@ def timm_cfg(plan: Plan, stem: nn.Module, model_spec: Any = None, num_classes: i
     return cfg
 
 
-__all__ = ["SpecNet", "build", "count_params", "default_out_indices", "feature_info", "join_tokens", "make_block",
-           "split_tokens", "take_indices", "timm_cfg"]
+__all__ = ["SpecNet", "build", "build_pretrained", "count_params", "default_out_indices", "feature_info",
+           "join_tokens", "make_block", "split_tokens", "take_indices", "timm_cfg"]

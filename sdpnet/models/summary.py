@@ -1,4 +1,5 @@
-"""``python -m sdpnet summary SPEC``: per-layer output shapes, parameters and FLOPs of a spec's model.
+"""Per-layer output shapes, parameters and FLOPs of a spec's model (``python -m sdpnet summary``:
+:mod:`sdpnet.tools.summary`).
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one forward of a (1, 3, res, res)
 zero image: matrix multiplies, convolutions and attention (2 FLOPs per multiply-add; MACs = FLOPs / 2);
@@ -13,18 +14,14 @@ sequence ``[tokens, image]`` (B, T + HW, C) as their output.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from sdpnet.models.builder import SpecNet, build, count_params
+from sdpnet.models.builder import SpecNet, count_params
 from sdpnet.registry import get_schema
-from sdpnet.spec import SpecError, parse_override
 from sdpnet.spec.plan import LayerPlan
 
 

@@ -29,12 +29,11 @@ import torch
 from timm.models import build_model_with_cfg, is_model, register_model
 from torch import nn
 
-from sdpnet.spec import presets
 from sdpnet.models.builder import SpecNet, build, default_out_indices, feature_info, make_block, timm_cfg
-from sdpnet.spec import load_spec, resolve
+from sdpnet.models.weights import timm_pretrained_file
+from sdpnet.spec import load_spec, presets, resolve
 from sdpnet.spec.files import hparam_types
 from sdpnet.spec.text import suggest
-from sdpnet.models.weights import timm_pretrained_file
 
 # timm's create_model keywords -> spec hyperparameters.
 TIMM_KWARGS = {"drop_rate": "dropout", "drop_path_rate": "drop_path"}
@@ -84,7 +83,7 @@ def spec_overrides(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _create(name: str, path: Path, file: Path | None = None, **kwargs: Any) -> SpecNet:
     """The model timm's ``build_model_with_cfg`` instantiates: the preset with ``kwargs`` as overrides, with the
-    weights in ``file`` (:func:`sdpnet.models.weights.build_pretrained`) when given."""
+    weights in ``file`` (:func:`sdpnet.models.builder.build_pretrained`) when given."""
     device, dtype, global_pool = (kwargs.pop(k, None) for k in _MODEL_KWARGS)
     overrides = spec_overrides(name, kwargs)
     with torch.device(device) if device is not None else contextlib.nullcontext():

@@ -13,7 +13,7 @@ of ``model.state_dict()`` and, in the safetensors metadata (string -> string, JS
 ========================  ==========================================================================
 
 Loading never unpickles anything: safetensors files are read with ``safetensors``, checkpoints with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)`` (:func:`load_checkpoint`: training writes them, models and tools read them).
 
 :func:`adapt_state_dict` maps a state dict onto a model by parameter name. A tensor whose shape differs is
 either a position table (a 4-d ``(1, C, h, w)`` tensor that its module lists in ``no_weight_decay_params``),
@@ -30,16 +30,23 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["WeightsError", "LoadReport", "save_weights", "read_weights", "read_metadata", "adapt_state_dict",
-           "load_into", "load_pretrained", "build_pretrained", "timm_pretrained_file", "classifier_prefix", "state_dict_from"]
+__all__ = ["WeightsError", "CheckpointError", "LoadReport", "save_weights", "read_weights", "read_metadata",
+           "adapt_state_dict", "load_into", "load_pretrained", "load_checkpoint", "timm_pretrained_file",
+           "classifier_prefix", "state_dict_from"]
 
 META_KEYS = ("spec", "classes", "preprocess", "source")
 
 
 class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and what is wrong."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read back; the message names the file and why."""
 
 
 @dataclass
@@ -146,8 +153,6 @@ def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], *, spec: M
                  source: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` to ``path`` (safetensors) with the spec, class names, preprocessing and source in its
     metadata; atomically (a temporary file beside it, then a rename)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     meta = {"format": "pt", "sdpnet.spec": json.dumps(dict(spec)), "sdpnet.classes": json.dumps(classes),
             "sdpnet.preprocess": json.dumps(dict(preprocess or {})), "sdpnet.source": json.dumps(dict(source or {}))}
@@ -166,8 +171,6 @@ def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], *, spec: M
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The sdpnet metadata of a safetensors file: ``spec``, ``classes``, ``preprocess``, ``source`` (decoded
     JSON; a key the file lacks is None). Raises WeightsError for a file that is not safetensors."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
@@ -185,8 +188,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and sdpnet metadata (:func:`read_metadata`) of a safetensors file, on the CPU."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file '{path}'")
@@ -208,8 +209,6 @@ def state_dict_from(path: str | Path, weights: str = "auto") -> tuple[dict[str, 
         path = path / "checkpoint.pt"
     if path.suffix == ".safetensors":
         return read_weights(path)
-    from sdpnet.train.checkpoint import CheckpointError, load_checkpoint
-
     try:
         ck = load_checkpoint(path)
     except CheckpointError as e:
@@ -223,6 +222,25 @@ def state_dict_from(path: str | Path, weights: str = "auto") -> tuple[dict[str, 
         raise WeightsError(f"'{path}' has no EMA weights (the run had ema.enabled=0); use --weights model")
     which = "ema" if weights == "ema" or (weights == "auto" and ck.get("ema")) else "model"
     return ck[which], {"source": {"checkpoint": str(path), "epoch": ck.get("epoch"), "weights": which}}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`sdpnet.train.checkpoint.save_checkpoint` (tensors and plain types only).
+
+    Raises FileNotFoundError for a missing file and :class:`CheckpointError` for one that is
+    truncated, damaged or not a checkpoint.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint '{path}'")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:   # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        first = str(e).strip().split("\n")[0][:200]
+        raise CheckpointError(f"'{path}' cannot be read: it is truncated or damaged ({type(e).__name__}: "
+                              f"{first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"'{path}' holds a {type(state).__name__}, not a checkpoint")
+    return state
 
 
 def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = True) -> LoadReport:
@@ -243,38 +261,6 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = True) 
                                f"trained with (it is in the file's metadata 'sdpnet.spec')")
     model.load_state_dict(fitted, strict=True)
     return report
-
-
-def build_pretrained(spec: Any, path: str | os.PathLike, **overrides: Any) -> nn.Module:
-    """``sdpnet.build(spec, pretrained=path, **overrides)``: build the spec, then load the weights in ``path``.
-
-    Without a ``num_classes`` override the model gets the class count of the weights (the file's metadata, or its
-    classifier's rows for a checkpoint), so its classifier loads too; with another one it keeps a new
-    classifier. Every other tensor must fit (position tables are resampled to the spec's ``img_size``), else
-    WeightsError. ``num_classes=0`` loads the weights with their classifier, then removes it
-    (``reset_classifier(0)``: an ``MLP`` head's hidden layer goes too), so it equals the loaded model reset to 0.
-    """
-    from sdpnet.models.builder import build
-
-    path = Path(path)
-    no_classifier = overrides.get("num_classes") == 0
-    if no_classifier:
-        del overrides["num_classes"]
-    if "num_classes" not in overrides:
-        state, meta = state_dict_from(path)
-        num = (meta.get("spec") or {}).get("num_classes")
-        if num is None:
-            probe = build(spec, **overrides)
-            prefix = classifier_prefix(probe)
-            rows = state.get(prefix + "weight") if prefix else None
-            num = int(rows.shape[0]) if rows is not None else None
-        if num is not None:
-            overrides["num_classes"] = int(num)
-    model = build(spec, **overrides)
-    load_pretrained(model, path, strict=True)
-    if no_classifier:
-        model.reset_classifier(0)
-    return model
 
 
 def timm_pretrained_file(name: str, kwargs: dict[str, Any]) -> Path:

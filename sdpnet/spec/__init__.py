@@ -5,7 +5,8 @@
 'P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP'
 """
 from sdpnet.spec.errors import SpecError
-from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit
+from sdpnet.spec.nodes import Block, Item, Stage, Unit
+from sdpnet.spec.tree import Spec
 from sdpnet.spec.parser import parse
 from sdpnet.spec.files import ModelSpec, load_spec, parse_override
 from sdpnet.spec.plan import LayerPlan, Plan

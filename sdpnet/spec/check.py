@@ -6,13 +6,16 @@ string, or a key path in a JSON tree), so both forms report the same problems th
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in blocks)
 from sdpnet.registry import BlockSchema, Param, blocks_where, get_schema, list_blocks
 from sdpnet.spec.errors import SpecError
+from sdpnet.spec.nodes import Block, Stage, Unit, Value, expand_stage
 from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
-from sdpnet.spec.tree import Block, Spec, Stage, Unit, Value
+
+if TYPE_CHECKING:
+    from sdpnet.spec.tree import Spec
 
 MAX_BLOCKS = 10_000  # total blocks after unrolling repeats
 MAX_INT = 1_000_000  # largest repeat count, main argument or integer keyword
@@ -155,11 +158,6 @@ def stage_roles(spec: Spec) -> list[str]:
     return roles
 
 
-def _stage_blocks(stage: Stage) -> Iterator[Block]:
-    """The stage's blocks in execution order, repeats unrolled (bounded by ``MAX_BLOCKS``)."""
-    yield from (b for _, b in Spec((stage,)).expand())
-
-
 def check_roles(spec: Spec, loc: Locator) -> None:
     """Stem, body and head rules (docs/spec.md, "Where blocks may stand"), and what blocks need."""
     blocks = [list(walk(stage)) for stage in spec.stages]
@@ -182,7 +180,7 @@ def check_roles(spec: Spec, loc: Locator) -> None:
                                         keyword_hint(schema, key, role))
             if schema.needs or (b.kwargs and any(p.needs for p in schema.params)):
                 needy.append((b, schema))
-    first = next(b for _, b in Spec((spec.stages[0],)).expand() if not is_declaration(b))
+    first = next(b for b in expand_stage(spec.stages[0]) if not is_declaration(b))
     if not get_schema(first.name).tokenizer:
         raise loc.error(f"{first.name} comes before the stem's tokenizer", first,
                         hint=f"the stem starts with a tokenizer ({tokenizer_names()}), as in P16+POS")
@@ -258,7 +256,7 @@ def missing_needs(needs: tuple[str, ...], num_cls: int, num_reg: int) -> str | N
 
 
 def _check_head(spec: Spec, loc: Locator) -> None:
-    seq = [b for b in _stage_blocks(spec.stages[-1]) if not is_declaration(b)]
+    seq = [b for b in expand_stage(spec.stages[-1]) if not is_declaration(b)]  # bounded by MAX_BLOCKS
     pools = [b for b in seq if get_schema(b.name).kind_in("head") == "pool"]
     classifiers = [b for b in seq if get_schema(b.name).kind_in("head") == "classifier"]
     if len(pools) > 1:

@@ -15,13 +15,13 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from sdpnet import vocabulary as _vocabulary
-from sdpnet.spec import presets
 from sdpnet.registry import MAX_WIDTH, get_schema, list_blocks
+from sdpnet.spec import presets
 from sdpnet.spec.check import MAX_INT
 from sdpnet.spec.errors import SpecError
-from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.jsontree import from_json as _tree_from_json
 from sdpnet.spec.parser import parse
+from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
 from sdpnet.spec.tree import Spec
 
 # Types of the global hyperparameters (block hyperparameters take the type of the keyword they feed).
@@ -154,7 +154,7 @@ def _arch(value: Any, source: str | None) -> Spec:
                 e.source = f"{source}, \"arch\""
             raise
     if isinstance(value, dict):
-        return _tree_from_json(value, source=source, path="arch")
+        return _tree_from_json(value, Spec, source=source, path="arch")
     raise SpecError(f"\"arch\" must be a spec string or a JSON tree, got {type(value).__name__}",
                     source=source, path="arch")
 

@@ -8,13 +8,16 @@ omitted when absent. Reading validates like the parser; errors name the key path
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdpnet.spec import check
 from sdpnet.spec.errors import SpecError
-from sdpnet.spec.text import suggest
+from sdpnet.spec.nodes import Block, Item, Stage, Unit, Value
 from sdpnet.spec.normalize import normalize
-from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
+from sdpnet.spec.text import suggest
+
+if TYPE_CHECKING:
+    from sdpnet.spec.tree import Spec
 
 
 def to_json(spec: Spec) -> dict[str, Any]:
@@ -50,13 +53,14 @@ def _unit(unit: Unit) -> dict[str, Any]:
     return out
 
 
-def from_json(obj: Any, source: str | None = None, path: str = "") -> Spec:
-    """A validated, normalised :class:`Spec` from its JSON tree; ``path`` prefixes key paths in errors."""
+def from_json(obj: Any, spec_type: type[Spec], source: str | None = None, path: str = "") -> Spec:
+    """A validated, normalised ``spec_type`` (:class:`Spec`, whose ``from_json`` passes itself: the reader below it
+    imports no class above) from its JSON tree; ``path`` prefixes key paths in errors."""
     reader = _Reader(source, path)
     if not isinstance(obj, dict) or set(obj) != {"stages"}:
         raise reader.fail("a JSON spec tree is an object with one key, \"stages\"", path or "(top)")
     stages = reader.list(obj["stages"], f"{path}.stages" if path else "stages", "stages")
-    spec = Spec(tuple(reader.stage(s, f"{reader.p('stages')}[{i}]") for i, s in enumerate(stages)))
+    spec = spec_type(tuple(reader.stage(s, f"{reader.p('stages')}[{i}]") for i, s in enumerate(stages)))
     total = 0
     for i, stage in enumerate(spec.stages):
         total += check.count_stage(stage)

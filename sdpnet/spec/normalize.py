@@ -16,12 +16,18 @@ Repeat counts of 1 are the default, so ``x1`` and ``1x`` vanish.
 """
 from __future__ import annotations
 
-from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from sdpnet.spec.nodes import Block, Item, Stage, Unit
+
+if TYPE_CHECKING:
+    from sdpnet.spec.tree import Spec
 
 
 def normalize(spec: Spec) -> Spec:
     """The normal form of ``spec`` (keeps ``source`` and block columns)."""
-    return Spec(tuple(_stage(s) for s in spec.stages), source=spec.source)
+    return replace(spec, stages=tuple(_stage(s) for s in spec.stages))
 
 
 def _stage(stage: Stage) -> Stage:

@@ -13,9 +13,10 @@ import re
 from sdpnet.registry import get_schema, list_blocks
 from sdpnet.spec import check
 from sdpnet.spec.errors import SpecError
-from sdpnet.spec.text import suggest
+from sdpnet.spec.nodes import Block, Item, Stage, Unit, Value
 from sdpnet.spec.normalize import normalize
-from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
+from sdpnet.spec.text import suggest
+from sdpnet.spec.tree import Spec
 
 _SPACE = " \t\r\n"
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

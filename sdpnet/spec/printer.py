@@ -1,7 +1,12 @@
 """The canonical printer: a tree back to its one spelling (floats by ``repr``, bools as true/false)."""
 from __future__ import annotations
 
-from sdpnet.spec.tree import Block, Item, Spec, Stage, Unit, Value
+from typing import TYPE_CHECKING
+
+from sdpnet.spec.nodes import Block, Item, Stage, Unit, Value
+
+if TYPE_CHECKING:
+    from sdpnet.spec.tree import Spec
 
 
 def format_value(value: Value) -> str:

@@ -17,9 +17,9 @@ from sdpnet.registry import MAX_WIDTH, TOKEN_KINDS, BlockSchema, Derived, blocks
 from sdpnet.spec.check import is_declaration, missing_needs, num_tokens, stage_roles
 from sdpnet.spec.errors import SpecError
 from sdpnet.spec.files import DEFAULTS, ModelSpec, load_spec
+from sdpnet.spec.nodes import Block
 from sdpnet.spec.plan import LayerPlan, Plan
 from sdpnet.spec.printer import render
-from sdpnet.spec.tree import Block
 
 
 def resolve(model: ModelSpec | Any) -> Plan:

@@ -18,6 +18,7 @@ and ``<stem>_attention.npz``: for each layer, the full weights (num_cls, heads, 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from sdpnet.files import replace_atomically, save_figure
+from sdpnet.tools.cli import UsageError, command_main, output_path
+from sdpnet.tools.images import load_image
+from sdpnet.tools.runs import add_source_args, open_trained, pick_device
 
 __all__ = ["AttentionLayer", "attention_layers", "capture_attention", "attention_maps", "draw_maps", "main"]
 
@@ -111,11 +117,9 @@ def draw_maps(pixels: np.ndarray, layers: Sequence[AttentionLayer], maps: Sequen
               path: Path, title: str, heads: bool = True) -> Path:
     """One PNG: rows = class tokens; per layer, a column per head (if ``heads``) and one for their mean; each cell
     the weights on the image tokens over ``pixels`` (res, res, 3), with the share that went to the image."""
-    import matplotlib
+    import matplotlib   # matplotlib: optional, imported only to draw
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sdpnet.files import temp_path
 
     res = pixels.shape[:2]
     cols = []   # (layer index, head index or None for the mean)
@@ -148,34 +152,19 @@ def draw_maps(pixels: np.ndarray, layers: Sequence[AttentionLayer], maps: Sequen
                 ax.set_ylabel(f"class token {r}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 def _save_npz(path: Path, layers: Sequence[AttentionLayer], maps: Sequence[torch.Tensor], num_tokens: int,
               grid: Sequence[tuple[int, int]]) -> None:
-    from sdpnet.files import temp_path
-
-    tmp = temp_path(path)
     arrays = {f"layer{i}": m.numpy().astype(np.float32) for i, m in enumerate(maps)}
-    try:
-        with open(tmp, "wb") as f:   # a file object: np.savez would append .npz to a name
-            np.savez(f, names=np.array([layer.name for layer in layers]), num_tokens=np.int64(num_tokens),
-                     grids=np.array(grid, dtype=np.int64).reshape(-1, 2), **arrays)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, names=np.array([layer.name for layer in layers]), num_tokens=np.int64(num_tokens),
+             grids=np.array(grid, dtype=np.int64).reshape(-1, 2), **arrays)
+    replace_atomically(path, buf.getvalue())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.tools.runs import add_source_args
-
     add_source_args(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (preprocessed as the run validates)")
     p.add_argument("--out", help="output folder (default: RUN/attention, or FILE_STEM-attention beside a file)")
@@ -183,23 +172,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.tools.predict import load_image
-    from sdpnet.tools.runs import RunError, open_trained, pick_device
-
-    try:
-        device = pick_device(args.device)
-        trained = open_trained(args.run, args.weights)
-        if not trained.model.num_cls:
-            raise RunError(f"'{args.run}' has no class tokens (its spec declares no CLS): there is nothing to draw")
-        layers = attention_layers(trained.model)
-        if not layers:
-            raise RunError(f"'{args.run}': no attention layer over the class tokens (no sequence block such as "
-                           f"ENC with q_norm/k_norm) in {trained.source.get('spec')}")
-    except RunError as e:
-        print(f"attention: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else (trained.run / "attention" if trained.run else
-                                           Path(args.run).with_name(Path(args.run).stem + "-attention"))
+    device = pick_device(args.device)
+    trained = open_trained(args.run, args.weights)
+    if not trained.model.num_cls:
+        raise UsageError(f"'{args.run}' has no class tokens (its spec declares no CLS): there is nothing to draw")
+    layers = attention_layers(trained.model)
+    if not layers:
+        raise UsageError(f"'{args.run}': no attention layer over the class tokens (no sequence block such as "
+                         f"ENC with q_norm/k_norm) in {trained.source.get('spec')}")
+    out = output_path(args, trained.run, "attention", "{stem}-attention")
     out.mkdir(parents=True, exist_ok=True)
     model = trained.model.to(device)
     num_tokens = model.num_cls + model.num_reg
@@ -230,13 +211,4 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sdpnet attention", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = command_main("attention")

@@ -3,107 +3,132 @@
 After training: ``evaluate``, ``predict``, ``export`` and ``attention`` on a run folder (each with ``--help``).
 
 A bad spec prints the error (with the caret under the offending text) and exits with status 2.
+
+Every subcommand is one module of :mod:`sdpnet.tools` with a docstring (its ``--help``: the first paragraph is
+the description, the rest the epilog), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+:func:`run_command` is the one place that builds a subcommand's parser, runs it and turns errors into one line
+on stderr: bad input (:class:`UsageError`, :class:`~sdpnet.spec.SpecError`, any other ``ValueError``, a file
+that does not exist) exits with status 2, a read or write that failed (any other ``OSError``) with status 1.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import os
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
-from sdpnet.registry import get_schema, list_blocks
-from sdpnet.spec import SpecError, load_spec, parse_override, resolve
+from sdpnet.files import os_error_text
+from sdpnet.spec import SpecError
+# The one usage error of the package (train_ffcv.py's too): bad input, one line, exit status 2. The tools raise it
+# for a run or weights file that cannot be opened and for options that do not fit; torch-free.
+from sdpnet.train.errors import UsageError
 
+__all__ = ["COMMANDS", "Command", "UsageError", "run_command", "command_main", "output_path", "main"]
 
-def _parse(args: argparse.Namespace) -> int:
-    overrides = dict(parse_override(s) for s in args.set)
-    model = load_spec(args.spec, **overrides)
-    resolve(model)  # the checks that need hyperparameters (dim / heads)
-    print(model.arch)
-    print(json.dumps(model.arch.to_json(), indent=2))
-    if model.hparams:
-        print(json.dumps({k: v for k, v in model.to_json().items() if k != "arch"}, indent=2))
-    return 0
+PROG = "python -m sdpnet"
 
 
-def _blocks(args: argparse.Namespace) -> int:
-    for name in list_blocks():
-        s = get_schema(name)
-        arg = f"{s.arg}{'' if s.arg_required else f' (optional, default {s.arg_default})'}" if s.arg else "-"
-        keys = ", ".join(p.key + (f"[{'/'.join(p.roles)}]" if p.roles else "") for p in s.params) or "-"
-        print(f"{name:8} {'/'.join(s.roles):16} arg: {arg:36} keywords: {keys}")
-        print(f"{'':8} {s.doc}  e.g. {s.example}")
-    return 0
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the module that implements it, its line in ``python -m sdpnet --help`` and how its error
+    lines start (each command keeps the prefix it printed before the commands shared this module)."""
+
+    module: str
+    help: str
+    prefix: str = "error: "
 
 
-def _docs(args: argparse.Namespace) -> int:
-    from sdpnet.tools.docs import write_docs
-
-    stale = write_docs(check=args.check)
-    for path in stale:
-        print(f"{'stale' if args.check else 'updated'}: {path}")
-    if args.check and stale:
-        print("the docs' block tables differ from the registry; run: python -m sdpnet docs", file=sys.stderr)
-        return 1
-    return 0
-
-
-# after-training subcommands: name -> (module, help); each module has main(argv) and imports torch itself
-AFTER_TRAINING = {
-    "evaluate": ("sdpnet.tools.evaluate", "loss, top-1/5, per-class accuracy, confusion matrix, resolution sweep of a run"),
-    "predict": ("sdpnet.tools.predict", "top-k classes of image files, preprocessed as the run validates"),
-    "export": ("sdpnet.tools.export", "write a run's model as safetensors, ONNX or a torch.export program (checked)"),
-    "attention": ("sdpnet.tools.attention", "draw what each class token attends to, per layer and head"),
+# The modules are imported by name only when their command runs (run_command): `parse` and `blocks` never
+# import torch, so a spec is checked in milliseconds; the others import torch (or pandas) themselves.
+COMMANDS = {
+    "parse": Command("sdpnet.tools.parse", "print a spec's canonical form and its JSON tree"),
+    "blocks": Command("sdpnet.tools.blocks", "list the block vocabulary"),
+    "docs": Command("sdpnet.tools.docs", "regenerate the block tables in docs/spec.md and docs/blocks.md"),
+    "summary": Command("sdpnet.tools.summary", "layer table and parameter counts of a spec (see summary --help)"),
+    "plot": Command("sdpnet.tools.plot", "plot training curves (see plot --help)", "sdpnet plot: error: "),
+    "gallery": Command("sdpnet.tools.gallery",
+                       "the hybrids of specs/gallery with params and FLOPs (see gallery --help)"),
+    "evaluate": Command("sdpnet.tools.evaluate", "loss, top-1/5, per-class accuracy, confusion matrix, resolution "
+                        "sweep of a run (see evaluate --help)", "evaluate: error: "),
+    "predict": Command("sdpnet.tools.predict", "top-k classes of image files, preprocessed as the run validates "
+                       "(see predict --help)", "predict: error: "),
+    "export": Command("sdpnet.tools.export", "write a run's model as safetensors, ONNX or a torch.export program "
+                      "(checked) (see export --help)", "export: error: "),
+    "attention": Command("sdpnet.tools.attention", "draw what each class token attends to, per layer and head "
+                         "(see attention --help)", "attention: error: "),
+    "sweep": Command("sdpnet.tools.sweep", "train a set of specs with one recipe, one run folder each (see sweep "
+                     "--help)", f"{PROG} sweep: error: "),
+    "compare": Command("sdpnet.tools.compare", "leaderboard, Pareto plot and curves of training runs (see compare "
+                       "--help)", "sdpnet compare: error: "),
 }
+
+
+def run_command(name: str, argv: Sequence[str]) -> int:
+    """Run subcommand ``name`` with the arguments ``argv`` (those after its name); returns the exit status.
+
+    A module may define ``parse_args(parser, argv) -> Namespace`` to parse its arguments itself (``sweep``
+    passes the options it does not know on to train_ffcv.py); errors it raises are reported like run's.
+    """
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    description, _, epilog = (module.__doc__ or "").strip().partition("\n\n")
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description, epilog=epilog or None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    parse = getattr(module, "parse_args", None)
+    try:
+        args = parse(parser, list(argv)) if parse else parser.parse_args(list(argv))
+        return module.run(args)
+    except (SpecError, ValueError, FileNotFoundError) as e:   # bad input; UsageError is a ValueError
+        # one line per problem (an error with ``problems`` has several); carets and hints follow a problem's first line
+        for problem in getattr(e, "problems", None) or [str(e)]:
+            print(f"{command.prefix}{problem}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:   # the reader of stdout went away (`| head`): nothing to report, nothing to flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:   # a read or write that failed: disk full, permission denied, ...
+        print(f"{command.prefix}{f'{e.filename}: ' if e.filename else ''}{os_error_text(e)}", file=sys.stderr)
+        return 1
+
+
+def command_main(name: str) -> Callable[..., int]:
+    """``main(argv=None)`` of subcommand ``name``, to call it from Python (argv default: ``sys.argv[1:]``)."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_command(name, sys.argv[1:] if argv is None else argv)
+
+    main.__doc__ = f"``{PROG} {name} ARGV...``; returns the exit status."
+    return main
+
+
+def output_path(args: argparse.Namespace, run: Path | None, inside: str, beside: str) -> Path:
+    """Where a subcommand on ``args.run`` writes: ``args.out`` when given; else ``inside`` in the run folder
+    (``run``, None for a weights file); else ``beside`` next to the weights file, ``{stem}`` standing for the
+    file's name without its suffix (``{stem}-eval``)."""
+    if args.out:
+        return Path(args.out)
+    if run is not None:
+        return run / inside
+    source = Path(args.run)
+    return source.with_name(beside.format(stem=source.stem))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad spec)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in AFTER_TRAINING:
-        import importlib
-
-        return importlib.import_module(AFTER_TRAINING[argv[0]][0]).main(argv[1:])
-    if argv and argv[0] in ("summary", "plot", "sweep", "compare", "gallery"):
-        if argv[0] == "summary":
-            from sdpnet.tools.summary import main as sub
-        elif argv[0] == "gallery":
-            from sdpnet.tools.gallery import main as sub
-        elif argv[0] == "sweep":
-            from sdpnet.tools.sweep import main as sub
-        elif argv[0] == "compare":
-            from sdpnet.tools.compare import main as sub
-        else:
-            from sdpnet.tools.plot import main as sub
-        try:
-            return sub(argv[1:])
-        except SpecError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    parser = argparse.ArgumentParser(prog="python -m sdpnet", description=__doc__.splitlines()[0])
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
+    # no command, --help or an unknown command: argparse prints the list (or the error) and exits
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("parse", help="print a spec's canonical form and its JSON tree")
-    p.add_argument("spec", help="a spec string (quote it) or a .json spec file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    p.set_defaults(run=_parse)
-    b = sub.add_parser("blocks", help="list the block vocabulary")
-    b.set_defaults(run=_blocks)
-    d = sub.add_parser("docs", help="regenerate the block tables in docs/spec.md and docs/blocks.md")
-    d.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is out of date")
-    d.set_defaults(run=_docs)
-    sub.add_parser("summary", help="layer table and parameter counts of a spec (see summary --help)")
-    sub.add_parser("plot", help="plot training curves (see plot --help)")
-    sub.add_parser("gallery", help="the hybrids of specs/gallery with params and FLOPs (see gallery --help)")
-    for name, (_, text) in AFTER_TRAINING.items():
-        sub.add_parser(name, help=f"{text} (see {name} --help)")
-    sub.add_parser("sweep", help="train a set of specs with one recipe, one run folder each (see sweep --help)")
-    sub.add_parser("compare", help="leaderboard, Pareto plot and curves of training runs (see compare --help)")
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except SpecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help, add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    return run_command(args.command, rest)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from sdpnet.files import read_jsonl, replace_atomically, temp_path
+from sdpnet.files import read_jsonl, replace_atomically, save_figure
+from sdpnet.spec import load_spec
+from sdpnet.tools.cli import UsageError, command_main
 
 __all__ = ["find_runs", "read_run", "leaderboard", "pareto_front", "to_markdown", "plot_pareto",
            "plot_curves", "main"]
@@ -38,7 +38,7 @@ COLUMNS = {   # column -> header of the printed / Markdown table
 }
 
 
-class CompareError(ValueError):
+class CompareError(UsageError):
     """A path that is not a run or holds none, or a run whose files cannot be read; exit 2."""
 
 
@@ -75,8 +75,8 @@ def _accuracy(row: dict[str, Any]) -> float:
 
 def count_cost(spec_record: dict[str, Any], res: int) -> tuple[int, int]:
     """(params, FLOPs) of a run's spec.json record at ``res`` px, counted as ``sdpnet summary`` does."""
+    # torch: only for older runs whose results.json has no FLOPs; a leaderboard of newer runs needs no torch
     from sdpnet.models.builder import build
-    from sdpnet.spec import load_spec
     from sdpnet.models.summary import summarize
 
     spec = {k: v for k, v in spec_record.items() if k != "canonical"}
@@ -188,22 +188,9 @@ def to_text(df: pd.DataFrame, columns: Sequence[str]) -> str:
     return show.to_string()
 
 
-def _save(fig: Any, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    tmp = temp_path(out)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
-
-
 def plot_pareto(df: pd.DataFrame, out: Path, metric: str = "top1") -> Path:
     """``metric`` against GFLOPs and against training time, one point per run, the Pareto front joined."""
-    import matplotlib
+    import matplotlib   # matplotlib: optional, imported only to draw (--no-plots needs none)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
@@ -228,12 +215,12 @@ def plot_pareto(df: pd.DataFrame, out: Path, metric: str = "top1") -> Path:
         ax.legend(loc="best")
     fig.suptitle("points numbered by leaderboard rank")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out, dpi=110)
 
 
 def plot_curves(df: pd.DataFrame, out: Path) -> Path:
     """Validation top-1 (model; EMA dashed) of every run against training time and against epochs."""
-    import matplotlib
+    import matplotlib   # matplotlib: optional, imported only to draw (--no-plots needs none)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -254,31 +241,25 @@ def plot_curves(df: pd.DataFrame, out: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.legend(loc="lower center", ncol=min(3, max(1, len(df))), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, min(0.4, 0.035 * (len(df) // 3 + 1)), 1, 1))
-    return _save(fig, out)
+    return save_figure(fig, out, dpi=110)
 
 
-def main(argv: Sequence[str]) -> int:
-    """``compare SWEEP_OR_RUNS... [--metric M] [--target T] [--out DIR]``; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m sdpnet compare", description=__doc__.splitlines()[0])
-    ap.add_argument("paths", nargs="+", help="run folders, or folders that hold runs (a sweep)")
-    ap.add_argument("--metric", choices=METRICS, default="top1",
-                    help="accuracy the table is sorted by and the Pareto plot shows (default: top1)")
-    ap.add_argument("--target", type=float, default=None,
-                    help="accuracy (fraction, e.g. 0.9) whose time to reach is reported")
-    ap.add_argument("--out", default=None, help="folder for leaderboard.csv/.md, pareto.png, curves.png "
-                                                "(default: the one folder given if it holds runs, else ./compare)")
-    ap.add_argument("--no-plots", action="store_true", help="write only the tables")
-    args = ap.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="run folders, or folders that hold runs (a sweep)")
+    p.add_argument("--metric", choices=METRICS, default="top1",
+                   help="accuracy the table is sorted by and the Pareto plot shows (default: top1)")
+    p.add_argument("--target", type=float, default=None,
+                   help="accuracy (fraction, e.g. 0.9) whose time to reach is reported")
+    p.add_argument("--out", default=None, help="folder for leaderboard.csv/.md, pareto.png, curves.png "
+                                               "(default: the one folder given if it holds runs, else ./compare)")
+    p.add_argument("--no-plots", action="store_true", help="write only the tables")
+
+
+def run(args: argparse.Namespace) -> int:
     if args.target is not None and not 0 < args.target <= 1:
-        print(f"sdpnet compare: error: --target {args.target:g} is not an accuracy in (0, 1]; e.g. --target 0.9",
-              file=sys.stderr)
-        return 2
-    try:
-        runs = find_runs(args.paths)
-        df = leaderboard(runs, args.metric, args.target)
-    except CompareError as e:
-        print(f"sdpnet compare: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--target {args.target:g} is not an accuracy in (0, 1]; e.g. --target 0.9")
+    runs = find_runs(args.paths)
+    df = leaderboard(runs, args.metric, args.target)
     single = Path(args.paths[0])
     out = Path(args.out) if args.out else (single if len(args.paths) == 1 and runs != [single] else Path("compare"))
     out.mkdir(parents=True, exist_ok=True)
@@ -292,3 +273,6 @@ def main(argv: Sequence[str]) -> int:
         written += [plot_pareto(df, out / "pareto.png", args.metric), plot_curves(df, out / "curves.png")]
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+main = command_main("compare")

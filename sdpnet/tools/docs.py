@@ -4,13 +4,17 @@ docs/spec.md (the vocabulary and its keywords) and docs/blocks.md (the modules),
 """
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
+import sys
 from pathlib import Path
 
+from sdpnet.files import replace_atomically
 from sdpnet.registry import BlockSchema, Derived, get_block, get_schema, list_blocks
+from sdpnet.tools.cli import command_main
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"   # the source checkout's docs/
 
 
 def _cell(text: object) -> str:
@@ -65,7 +69,7 @@ def keyword_table() -> str:
 
 def module_table() -> str:
     """Markdown: one row per block and role: its module (file), kind and the context it takes."""
-    import sdpnet.blocks  # noqa: F401  (binds the built-in modules; imports torch)
+    import sdpnet.blocks  # noqa: F401  (torch: binds the built-in modules; the other tables need no torch)
 
     rows = ["| block | role | module (file) | kind | context |", "|---|---|---|---|---|"]
     for name in list_blocks():
@@ -106,7 +110,22 @@ def write_docs(check: bool = False, docs: Path = DOCS) -> list[str]:
         if new != old:
             stale.append(str(path))
             if not check:
-                tmp = path.with_suffix(".md.tmp")
-                tmp.write_text(new)
-                tmp.replace(path)
+                replace_atomically(path, new.encode())
     return stale
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is out of date")
+
+
+def run(args: argparse.Namespace) -> int:
+    stale = write_docs(check=args.check)
+    for path in stale:
+        print(f"{'stale' if args.check else 'updated'}: {path}")
+    if args.check and stale:
+        print("the docs' block tables differ from the registry; run: python -m sdpnet docs", file=sys.stderr)
+        return 1
+    return 0
+
+
+main = command_main("docs")

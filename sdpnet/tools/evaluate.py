@@ -21,9 +21,14 @@ from typing import Any, Sequence
 
 import torch
 
+from sdpnet.data.betons import check_beton
+from sdpnet.data.loaders import make_val_loader
+from sdpnet.files import read_jsonl, save_figure, write_json
 from sdpnet.spec.text import parse_bool
-from sdpnet.train.validate import evaluate
+from sdpnet.tools.cli import UsageError, command_main, output_path
+from sdpnet.tools.runs import add_source_args, open_trained, pick_device
 from sdpnet.train.precision import autocast_on
+from sdpnet.train.validate import evaluate
 
 __all__ = ["evaluate", "evaluate_run", "plot_confusion", "main"]
 
@@ -35,11 +40,9 @@ _KEEP: list = []
 
 def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: Path, title: str) -> Path:
     """Draw the row-normalised confusion matrix (rows: true class) with counts, to ``path`` (PNG, atomically)."""
-    import matplotlib
+    import matplotlib   # matplotlib: optional, imported only to draw
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sdpnet.files import temp_path
 
     k = cm.shape[0]
     rows = cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
@@ -58,14 +61,7 @@ def plot_confusion(cm: torch.Tensor, classes: Sequence[str], path: Path, title: 
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -74,8 +70,6 @@ def _same_file(a: str | None, b: str | None) -> bool:
 
 def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict[str, Any] | None:
     """The metrics.jsonl row of the checkpoint's epoch, when this evaluation repeats the run's validation."""
-    from sdpnet.files import read_jsonl
-
     cfg = trained.config or {}
     if trained.run is None or not (trained.run / "metrics.jsonl").is_file():
         return None
@@ -97,8 +91,6 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
     The first resolution also gets the per-class accuracy and the confusion matrix (``confusion``, a list of
     rows).
     """
-    from sdpnet.data.loaders import make_val_loader
-
     pre = trained.preprocess
     cl = pre.get("channels_last", True)
     model = trained.model.to(device, memory_format=torch.channels_last if cl else torch.preserve_format)
@@ -155,20 +147,18 @@ def _parse_res(text: str, stride: int) -> list[int]:
     try:
         res = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--res={text!r}: give resolutions in pixels separated by commas, e.g. --res 160,192,224") \
+        raise UsageError(f"--res={text!r}: give resolutions in pixels separated by commas, e.g. --res 160,192,224") \
             from None
     if not res or min(res) < 1:
-        raise ValueError(f"--res={text!r}: give positive resolutions, e.g. --res 160,192,224")
+        raise UsageError(f"--res={text!r}: give positive resolutions, e.g. --res 160,192,224")
     bad = [r for r in res if r % stride]
     if bad:
-        raise ValueError(f"--res: {', '.join(map(str, bad))} not a multiple of the model's stride {stride}; use "
+        raise UsageError(f"--res: {', '.join(map(str, bad))} not a multiple of the model's stride {stride}; use "
                          f"{', '.join(str(max(stride, r // stride * stride)) for r in bad)}")
     return res
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.tools.runs import add_source_args
-
     add_source_args(p)
     p.add_argument("--data.val_path", dest="val_path", metavar="BETON",
                    help="validation .beton (default: the run's --data.val_path)")
@@ -186,41 +176,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.tools.runs import RunError, open_trained, pick_device
-    from sdpnet.files import write_json
-
-    try:
-        device = pick_device(args.device)
-        trained = open_trained(args.run, args.weights)
-        val_path = args.val_path or trained.val.get("val_path")
-        if not val_path:
-            raise RunError(f"'{args.run}' is a weights file: give the data with --data.val_path=VAL.beton")
-        if not Path(val_path).is_file():
-            raise RunError(f"--data.val_path: '{val_path}' not found; write it with data_prep/write_*.py")
-        from sdpnet.data.betons import check_beton
-        info = check_beton(val_path, name=f"--data.val_path={val_path}")
-        if info.num_classes != trained.num_classes or (info.classes and trained.classes
-                                                       and list(info.classes) != list(trained.classes)):
-            names = f" ({', '.join(list(info.classes)[:3])}, ...)" if info.classes else ""
-            raise RunError(f"--data.val_path={val_path} has {info.num_classes} classes{names}, the model was "
-                           f"trained on {trained.num_classes} ({', '.join(trained.class_name(i) for i in range(3))}"
-                           f", ...); evaluate on data with the model's classes")
-        same = _same_file(val_path, trained.val.get("val_path"))
-        subset = args.val_subset if args.val_subset is not None else (trained.val.get("val_subset", 0) if same else 0)
-        if subset < 0:
-            raise RunError(f"--data.val_subset={subset}: give 0 (all) or a positive count")
-        res = _parse_res(args.res, trained.model.stride) if args.res else [trained.preprocess["res"]]
-        batch = args.batch_size or trained.val.get("batch_size", 256)
-        if batch < 1:
-            raise RunError(f"--batch-size={batch}: give a positive batch size")
-        workers = args.num_workers or trained.val.get("num_workers", 2)
-        amp = autocast_on(args.amp or trained.val.get("amp", "auto"), device.type)
-        flip = args.flip if args.flip is not None else trained.val.get("flip", False)
-    except (RunError, ValueError, FileNotFoundError) as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else (trained.run / "eval" if trained.run else
-                                           Path(args.run).with_name(Path(args.run).stem + "-eval"))
+    device = pick_device(args.device)
+    trained = open_trained(args.run, args.weights)
+    val_path = args.val_path or trained.val.get("val_path")
+    if not val_path:
+        raise UsageError(f"'{args.run}' is a weights file: give the data with --data.val_path=VAL.beton")
+    if not Path(val_path).is_file():
+        raise UsageError(f"--data.val_path: '{val_path}' not found; write it with data_prep/write_*.py")
+    info = check_beton(val_path, name=f"--data.val_path={val_path}")
+    if info.num_classes != trained.num_classes or (info.classes and trained.classes
+                                                   and list(info.classes) != list(trained.classes)):
+        names = f" ({', '.join(list(info.classes)[:3])}, ...)" if info.classes else ""
+        raise UsageError(f"--data.val_path={val_path} has {info.num_classes} classes{names}, the model was "
+                         f"trained on {trained.num_classes} ({', '.join(trained.class_name(i) for i in range(3))}"
+                         f", ...); evaluate on data with the model's classes")
+    same = _same_file(val_path, trained.val.get("val_path"))
+    subset = args.val_subset if args.val_subset is not None else (trained.val.get("val_subset", 0) if same else 0)
+    if subset < 0:
+        raise UsageError(f"--data.val_subset={subset}: give 0 (all) or a positive count")
+    res = _parse_res(args.res, trained.model.stride) if args.res else [trained.preprocess["res"]]
+    batch = args.batch_size or trained.val.get("batch_size", 256)
+    if batch < 1:
+        raise UsageError(f"--batch-size={batch}: give a positive batch size")
+    workers = args.num_workers or trained.val.get("num_workers", 2)
+    amp = autocast_on(args.amp or trained.val.get("amp", "auto"), device.type)
+    flip = args.flip if args.flip is not None else trained.val.get("flip", False)
+    out = output_path(args, trained.run, "eval", "{stem}-eval")
     report = evaluate_run(trained, res=res, val_path=val_path, subset=subset, batch_size=batch,
                           num_workers=workers, device=device, amp=amp, flip=flip)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,12 +215,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sdpnet evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = command_main("evaluate")

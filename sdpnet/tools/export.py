@@ -20,14 +20,21 @@ above ``--tol`` (default 1e-4) the export is removed and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from sdpnet.data.loaders import make_val_loader
+from sdpnet.files import replace_atomically
+from sdpnet.models.weights import save_weights
+from sdpnet.tools.cli import UsageError, command_main, output_path
+from sdpnet.tools.images import load_image
+from sdpnet.tools.runs import add_source_args, open_trained
 
 __all__ = ["export_safetensors", "export_onnx", "export_pt2", "check_images", "main"]
 
@@ -36,15 +43,9 @@ SUFFIX = {"safetensors": ".safetensors", "onnx": ".onnx", "pt2": ".pt2"}
 
 def export_safetensors(trained, path: Path) -> Path:
     """The weights and metadata of ``trained`` (:class:`sdpnet.tools.runs.Trained`) to ``path``."""
-    from sdpnet.models.weights import save_weights
-
     m = trained.metadata()
     return save_weights(path, trained.model.state_dict(), spec=m["spec"], classes=m["classes"],
                         preprocess=m["preprocess"], source=m["source"])
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
 def _batch_dim(max_batch: int = 1 << 16):
@@ -53,23 +54,15 @@ def _batch_dim(max_batch: int = 1 << 16):
 
 def export_onnx(trained, path: Path, example: torch.Tensor, opset: int = 18) -> Path:
     """ONNX with a dynamic batch; ``example`` (B >= 2, 3, res, res) fixes the rest of the input shape."""
-    import onnx
-
     model = trained.model.cpu().float().eval()
-    tmp = _tmp(path)
-    try:
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                    dynamic_shapes=({0: _batch_dim()},), opset_version=opset, external_data=False,
-                                    verbose=False)
-        program.save(str(tmp))
-        proto = onnx.load(str(tmp))
-        for key, value in trained.metadata().items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = f"sdpnet.{key}", json.dumps(value)
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                dynamic_shapes=({0: _batch_dim()},), opset_version=opset, external_data=False,
+                                verbose=False)
+    proto = program.model_proto   # an onnx.ModelProto, weights inside (what program.save writes)
+    for key, value in trained.metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"sdpnet.{key}", json.dumps(value)
+    replace_atomically(path, proto.SerializeToString())
     return path
 
 
@@ -77,19 +70,16 @@ def export_pt2(trained, path: Path, example: torch.Tensor) -> Path:
     """A ``torch.export`` program with a dynamic batch and the metadata as ``extra_files['sdpnet.json']``."""
     model = trained.model.cpu().float().eval()
     program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
-    tmp = _tmp(path)
-    try:
-        torch.export.save(program, str(tmp), extra_files={"sdpnet.json": json.dumps(trained.metadata())})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    torch.export.save(program, buf, extra_files={"sdpnet.json": json.dumps(trained.metadata())})
+    replace_atomically(path, buf.getvalue())
     return path
 
 
 def runner(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
     """A function images -> logits that runs the exported file, loaded back from disk."""
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort   # onnxruntime: optional, only for --format onnx
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: session.run(["logits"], {"image": x.numpy()})[0]
@@ -97,8 +87,6 @@ def runner(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
         module = torch.export.load(str(path)).module()
         return lambda x: module(x).detach().numpy()
     if fmt == "safetensors":
-        from sdpnet.tools.runs import open_trained
-
         model = open_trained(path).model.float().eval()
         return lambda x: model(x).detach().numpy()
     raise ValueError(f"unknown format {fmt!r}")
@@ -107,11 +95,7 @@ def runner(fmt: str, path: Path) -> Callable[[torch.Tensor], np.ndarray]:
 def check_images(trained, *, val_path: str | None, files: Sequence[str], count: int) -> torch.Tensor:
     """``count`` real images as the run validates them: from ``files`` if given, else from ``val_path``."""
     if files:
-        from sdpnet.tools.predict import load_image
-
         return torch.stack([load_image(f, trained.preprocess)[0] for f in files])
-    from sdpnet.data.loaders import make_val_loader
-
     pre = trained.preprocess
     loader = make_val_loader(val_path, batch_size=count, res=pre["res"], num_workers=1, device="cpu",
                              subset=None, crop_ratio=pre["crop_ratio"], mean=pre["mean"], std=pre["std"],
@@ -139,8 +123,6 @@ def check(trained, fmt: str, path: Path, images: torch.Tensor) -> dict[str, Any]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sdpnet.tools.runs import add_source_args
-
     add_source_args(p, device=False)   # exports and checks run on the CPU, in fp32
     p.add_argument("--format", choices=tuple(SUFFIX), required=True, help="what to write")
     p.add_argument("--out", help="output file (default: RUN/model.<suffix>, or FILE_STEM.<suffix> beside a file)")
@@ -155,40 +137,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdpnet.tools.runs import RunError, open_trained
-
-    try:
-        if args.check_images < 2:
-            raise RunError(f"--check-images={args.check_images}: give at least 2 (two batch sizes are checked)")
-        trained = open_trained(args.run, args.weights)
-        suffix = SUFFIX[args.format]
-        out = Path(args.out) if args.out else (trained.run / f"model{suffix}" if trained.run else
-                                               Path(args.run).with_suffix(suffix))
-        if out.suffix != suffix:
-            raise RunError(f"--out={out}: a {args.format} file should end in {suffix}")
-        if out.resolve() == Path(args.run).resolve():
-            raise RunError(f"--out={out} is the input file; give another name")
-        if out.exists() and not args.force:
-            raise RunError(f"'{out}' exists; pass --force to overwrite it")
-        if not out.parent.is_dir():
-            raise RunError(f"--out={out}: folder '{out.parent}' does not exist")
-        val_path = args.val_path or trained.val.get("val_path")
-        if not args.images and not (val_path and Path(val_path).is_file()):
-            raise RunError("the check needs real images: give --data.val_path=VAL.beton or --images FILE ..."
-                           + (f" (the run's '{val_path}' is gone)" if val_path else ""))
-        if args.format in ("onnx",):
-            import onnx  # noqa: F401
+    trained = open_trained(args.run, args.weights)
+    suffix = SUFFIX[args.format]
+    out = output_path(args, trained.run, f"model{suffix}", "{stem}" + suffix)
+    if out.suffix != suffix:
+        raise UsageError(f"--out={out}: a {args.format} file should end in {suffix}")
+    if out.resolve() == Path(args.run).resolve():
+        raise UsageError(f"--out={out} is the input file; give another name")
+    if out.exists() and not args.force:
+        raise UsageError(f"'{out}' exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out={out}: folder '{out.parent}' does not exist")
+    val_path = args.val_path or trained.val.get("val_path")
+    if not args.images and not (val_path and Path(val_path).is_file()):
+        raise UsageError("the check needs real images: give --data.val_path=VAL.beton or --images FILE ..."
+                         + (f" (the run's '{val_path}' is gone)" if val_path else ""))
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401  (onnx, onnxruntime: optional, only for --format onnx)
             import onnxruntime  # noqa: F401
-        images = check_images(trained, val_path=val_path, files=args.images, count=args.check_images)
-        if len(images) < 2:
-            raise RunError("the check needs at least 2 images (it runs two batch sizes)")
-    except ImportError as e:
-        print(f"export: error: --format {args.format} needs {e.name}: pip install onnx onnxruntime onnxscript",
-              file=sys.stderr)
-        return 2
-    except (RunError, ValueError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
+        except ImportError as e:
+            raise UsageError(f"--format {args.format} needs {e.name}: pip install onnx onnxruntime onnxscript") \
+                from None
+    images = check_images(trained, val_path=val_path, files=args.images, count=args.check_images)
+    if len(images) < 2:
+        raise UsageError("the check needs at least 2 images (it runs two batch sizes)")
     if args.format == "safetensors":
         export_safetensors(trained, out)
     elif args.format == "onnx":
@@ -211,13 +184,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sdpnet export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = command_main("export")

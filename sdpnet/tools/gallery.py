@@ -17,8 +17,11 @@ import torch
 
 from sdpnet.models.builder import build, count_params
 from sdpnet.models.summary import summarize
+from sdpnet.tools.cli import command_main
 
-GALLERY = Path(__file__).resolve().parent.parent / "specs" / "gallery"
+__all__ = ["gallery_files", "gallery_rows", "markdown", "main"]
+
+GALLERY = Path(__file__).resolve().parents[2] / "specs" / "gallery"   # the source checkout's specs/
 
 
 def gallery_files() -> list[Path]:
@@ -62,11 +65,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    """``gallery [--markdown]``: the gallery as a text list, or as docs/gallery.md's markdown."""
-    parser = argparse.ArgumentParser(prog="python -m sdpnet gallery", description=__doc__.splitlines()[0])
-    parser.add_argument("--markdown", action="store_true", help="print docs/gallery.md")
-    args = parser.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--markdown", action="store_true", help="print docs/gallery.md")
+
+
+def run(args: argparse.Namespace) -> int:
     rows = gallery_rows()
     if args.markdown:
         print(markdown(rows), end="")
@@ -74,3 +77,6 @@ def main(argv: list[str]) -> int:
     for r in rows:
         print(f"{r['name']:28} {r['params']:>9,} params {r['flops'] / 1e6:7.1f} MFLOPs  {r['arch']}")
     return 0
+
+
+main = command_main("gallery")

@@ -2,22 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from sdpnet.tools.cli import UsageError, command_main
 from sdpnet.train.plot import plot_run
 
+__all__ = ["main"]
 
-def main(argv: list[str]) -> int:
-    """CLI entry: ``plot RUN_DIR [-o OUT.png]``; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m sdpnet plot",
-                                 description="Draw a training run's loss/accuracy curves to PNG.")
-    ap.add_argument("run_dir", help="run folder written by train_ffcv.py (holds metrics.jsonl)")
-    ap.add_argument("-o", "--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
-    args = ap.parse_args(argv)
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="run folder written by train_ffcv.py (holds metrics.jsonl)")
+    p.add_argument("-o", "--out", default=None, help="output PNG (default RUN_DIR/curves.png)")
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         path = plot_run(args.run_dir, args.out)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"sdpnet plot: error: {e}", file=sys.stderr)
-        return 2
+    except KeyError as e:   # a metrics row without a column the plot draws
+        raise UsageError(f"{e}") from None
     print(path)
     return 0
+
+
+main = command_main("plot")

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from sdpnet.data.record import DATA_FILE, data_record
+from sdpnet.models.builder import build
+from sdpnet.models.weights import WeightsError, read_weights, state_dict_from
+from sdpnet.spec import ModelSpec, SpecError
+from sdpnet.tools.cli import UsageError
 
-__all__ = ["RunError", "Trained", "open_trained", "pick_device", "add_source_args"]
-
-class RunError(ValueError):
-    """A run folder, checkpoint or weights file that cannot be opened; a usage error (exit 2)."""
+__all__ = ["Trained", "open_trained", "pick_device", "add_source_args"]
 
 
 @dataclass
@@ -60,11 +61,11 @@ class Trained:
 
 
 def pick_device(request: str) -> torch.device:
-    """``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``; RunError when CUDA is asked for but absent."""
+    """``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``; UsageError when CUDA is asked for but absent."""
     if request not in ("auto", "cpu", "cuda"):
-        raise RunError(f"--device={request}: use auto, cpu or cuda")
+        raise UsageError(f"--device={request}: use auto, cpu or cuda")
     if request == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device=cuda but torch sees no CUDA device; use --device=cpu or auto")
+        raise UsageError("--device=cuda but torch sees no CUDA device; use --device=cpu or auto")
     return torch.device("cuda" if request == "cuda" or (request == "auto" and torch.cuda.is_available()) else "cpu")
 
 
@@ -84,19 +85,17 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise RunError(f"'{path.parent}' has no {path.name} ({what}); is it a run folder of train_ffcv.py?") from None
+        raise UsageError(f"'{path.parent}' has no {path.name} ({what}); is it a run folder of train_ffcv.py?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"'{path}' is not valid JSON ({e}); the run folder is damaged") from None
+        raise UsageError(f"'{path}' is not valid JSON ({e}); the run folder is damaged") from None
 
 
 def _build(spec_record: dict[str, Any], where: str) -> nn.Module:
-    import sdpnet
-
     obj = {k: v for k, v in spec_record.items() if k != "canonical"}
     try:
-        return sdpnet.build(sdpnet.ModelSpec.from_json(obj, source=where))
-    except sdpnet.SpecError as e:
-        raise RunError(f"{where}: its spec does not build ({e})") from None
+        return build(ModelSpec.from_json(obj, source=where))
+    except SpecError as e:
+        raise UsageError(f"{where}: its spec does not build ({e})") from None
 
 
 def _data_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -108,13 +107,11 @@ def _data_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     try:
         return data_record(paths.get("train_path"), paths.get("val_path"))
     except (FileNotFoundError, ValueError, TypeError):
-        raise RunError(f"'{run}' has no {DATA_FILE} and its data '{paths.get('val_path')}' (or its sidecar) is "
+        raise UsageError(f"'{run}' has no {DATA_FILE} and its data '{paths.get('val_path')}' (or its sidecar) is "
                        f"gone: the normalisation it was validated with is unknown") from None
 
 
 def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
-    from sdpnet.models.weights import WeightsError, state_dict_from
-
     config = _read_json(run / "config.json", "the run's config")
     spec = _read_json(run / "spec.json", "the run's spec")
     data = _data_record(run, config)
@@ -122,7 +119,7 @@ def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
     try:
         state, meta = state_dict_from(ckpt, weights)
     except (WeightsError, FileNotFoundError) as e:
-        raise RunError(str(e)) from None
+        raise UsageError(str(e)) from None
     model.load_state_dict(state, strict=True)
     v, t, d = config.get("validation", {}), config.get("training", {}), config.get("data", {})
     preprocess = {"res": int(v.get("res", 224)), "crop_ratio": float(v.get("crop_ratio", 224 / 256)),
@@ -138,24 +135,22 @@ def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
 
 
 def _open_file(path: Path) -> Trained:
-    from sdpnet.models.weights import WeightsError, read_weights
-
     try:
         state, meta = read_weights(path)
     except WeightsError as e:
-        raise RunError(str(e)) from None
+        raise UsageError(str(e)) from None
     if not meta.get("spec"):
-        raise RunError(f"'{path}' has no 'sdpnet.spec' metadata: it was not written by `python -m sdpnet export`; "
+        raise UsageError(f"'{path}' has no 'sdpnet.spec' metadata: it was not written by `python -m sdpnet export`; "
                        f"load it with sdpnet.build(SPEC, pretrained='{path}')")
     model = _build(meta["spec"], f"'{path}' (metadata sdpnet.spec)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise RunError(f"'{path}': the weights do not fit the spec in its metadata ({str(e)[:300]})") from None
+        raise UsageError(f"'{path}': the weights do not fit the spec in its metadata ({str(e)[:300]})") from None
     pre = meta.get("preprocess") or {}
     need = [k for k in ("res", "crop_ratio", "mean", "std") if k not in pre]
     if need:
-        raise RunError(f"'{path}': metadata 'sdpnet.preprocess' lacks {', '.join(need)}; export the run again")
+        raise UsageError(f"'{path}': metadata 'sdpnet.preprocess' lacks {', '.join(need)}; export the run again")
     src = meta.get("source") or {}
     return Trained(model.eval(), meta["spec"], meta.get("classes"), {"channels_last": True, "max_resolution": None,
                                                                    **pre},
@@ -166,19 +161,19 @@ def open_trained(path: str | Path, weights: str = "auto") -> Trained:
     """The trained model at ``path`` (a run folder, a checkpoint.pt inside one, or a .safetensors export)."""
     p = Path(path)
     if not p.exists():
-        raise RunError(f"'{path}' does not exist; give a run folder of train_ffcv.py, its checkpoint.pt or a "
+        raise UsageError(f"'{path}' does not exist; give a run folder of train_ffcv.py, its checkpoint.pt or a "
                        f".safetensors file written by `python -m sdpnet export`")
     if p.is_dir():
         if not (p / "checkpoint.pt").is_file():
-            raise RunError(f"'{path}' has no checkpoint.pt; is it a run folder of train_ffcv.py (its "
+            raise UsageError(f"'{path}' has no checkpoint.pt; is it a run folder of train_ffcv.py (its "
                            f"--logging.folder)?")
         return _open_run(p, p / "checkpoint.pt", weights)
     if p.suffix == ".safetensors":
         trained = _open_file(p)
         if weights not in ("auto", trained.weights):
-            raise RunError(f"--weights={weights}: '{path}' holds the {trained.weights} weights only; leave --weights "
+            raise UsageError(f"--weights={weights}: '{path}' holds the {trained.weights} weights only; leave --weights "
                            f"out")
         return trained
     if p.suffix == ".pt":
         return _open_run(p.parent, p, weights)
-    raise RunError(f"'{path}' is neither a run folder, a .pt checkpoint nor a .safetensors file")
+    raise UsageError(f"'{path}' is neither a run folder, a .pt checkpoint nor a .safetensors file")

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 
 from sdpnet.models.builder import build
 from sdpnet.models.summary import format_table, summarize
-from sdpnet.spec import SpecError, parse_override
+from sdpnet.spec import parse_override
+from sdpnet.tools.cli import UsageError, command_main
+
+__all__ = ["main"]
 
 
-def main(argv: list[str]) -> int:
-    """``summary SPEC [--res N] [--set key=value ...] [--json]``; returns the exit status (2: bad spec)."""
-    parser = argparse.ArgumentParser(prog="python -m sdpnet summary", description=__doc__.splitlines()[0])
-    parser.add_argument("spec", help="a .json spec file or a spec string (quote it)")
-    parser.add_argument("--res", type=int, default=None, help="input resolution (default: the spec's img_size)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    parser.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
-    args = parser.parse_args(argv)
-    try:
-        with torch.device("meta"):  # shapes only: see the module docstring
-            model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
-        res = model.plan.img_size if args.res is None else args.res
-        if res < 1 or res % model.stride:
-            raise ValueError(f"--res {res} is not divisible by the model's stride {model.stride}; "
-                             f"use a multiple of {model.stride}")
-        summary = summarize(model, res)
-    except (SpecError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = {"spec": str(model.model_spec.arch), **summary}
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="a .json spec file or a spec string (quote it)")
+    p.add_argument("--res", type=int, default=None, help="input resolution (default: the spec's img_size)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    with torch.device("meta"):  # shapes only: see the module docstring
+        model = build(args.spec, **dict(parse_override(s) for s in args.set)).eval()
+    res = model.plan.img_size if args.res is None else args.res
+    if res < 1 or res % model.stride:
+        raise UsageError(f"--res {res} is not divisible by the model's stride {model.stride}; "
+                         f"use a multiple of {model.stride}")
+    summary = {"spec": str(model.model_spec.arch), **summarize(model, res)}
     print(json.dumps(summary, indent=2) if args.json else f"{summary['spec']}\n{format_table(summary)}")
     return 0
+
+
+main = command_main("summary")

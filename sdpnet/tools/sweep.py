@@ -27,7 +27,6 @@ import argparse
 import ctypes
 import fcntl
 import hashlib
-import importlib.util
 import itertools
 import json
 import os
@@ -41,19 +40,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from sdpnet.data.sidecar import read_sidecar
+from sdpnet.files import read_jsonl, write_json
 from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve
 from sdpnet.spec.template import expand, is_template, load_expansion
+from sdpnet.train.config import ConfigError, altering_keys, options_dict
+from sdpnet.train.options import read_options
+from sdpnet.tools.cli import UsageError, command_main, run_command
 
 __all__ = ["RunPlan", "SweepError", "collect_specs", "grid_points", "plan_runs", "run_state", "run_sweep", "main"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]   # the source checkout: train_ffcv.py
 PROG = "python -m sdpnet sweep"
 # Options the sweep sets for every run itself.
 OWNED = ("logging.folder", "training.resume", "model.spec", "training.epochs")
 SLUG = re.compile(r"[^A-Za-z0-9.+-]+")
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """A bad sweep command line: printed, exit 2, nothing run. ``problems``: one message per problem."""
 
     def __init__(self, *problems: str) -> None:
@@ -187,25 +191,10 @@ def grid_points(grid: Sequence[str]) -> list[dict[str, str]]:
 
 # ---- options of train_ffcv.py -----------------------------------------------------------------------
 
-def load_script(script: Path) -> Any:
-    """``train_ffcv.py`` as a module (for its option checks); raises SweepError if it cannot be read."""
-    if not script.is_file():
-        raise SweepError(f"training script {script} not found; run from the repository or pass --script")
-    spec = importlib.util.spec_from_file_location("_sweep_train_script", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    if not hasattr(module, "read_options"):
-        raise SweepError(f"{script} has no read_options(argv); the sweep checks options with it")
-    return module
-
-
-def check_options(script: Any, argv: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def check_options(argv: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The run's options as ``{section: {key: value}}`` and the keys that alter a run; raises SweepError."""
-    from sdpnet.train.config import ConfigError, altering_keys, options_dict
-
     try:
-        opts = script.read_options(argv)
+        opts = read_options(argv)
     except ConfigError as e:
         raise SweepError(str(e).rstrip(".")) from None
     return options_dict(opts), altering_keys(type(opts))
@@ -213,8 +202,6 @@ def check_options(script: Any, argv: list[str]) -> tuple[dict[str, dict[str, Any
 
 def data_facts(options: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The hyperparameters the run will impose on the spec: the data's class count, the validation size."""
-    from sdpnet.data.sidecar import read_sidecar
-
     facts: dict[str, Any] = {"img_size": options["validation"]["res"]}
     try:
         facts["num_classes"] = int(read_sidecar(options["data"]["train_path"])["num_classes"])
@@ -234,7 +221,7 @@ def run_key(model: ModelSpec, options: dict[str, dict[str, Any]], altering: set[
 
 
 def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[dict[str, str]],
-              base_args: Sequence[str], script: Any) -> list[RunPlan]:
+              base_args: Sequence[str]) -> list[RunPlan]:
     """Every run of the sweep, checked: specs parse and resolve with the data, every option is valid.
 
     Raises SweepError with every problem found (one per line) before anything has run.
@@ -250,7 +237,7 @@ def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[di
             continue
         argv = [*base_args, *train_args]
         try:
-            options, altering = check_options(script, ["--model.spec=sweep", *argv])
+            options, altering = check_options(["--model.spec=sweep", *argv])
             facts = data_facts(options)
         except SweepError as e:
             where = " with " + " ".join(f"{k}={v}" for k, v in point.items()) if point else ""
@@ -280,8 +267,6 @@ def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[di
 
 def run_state(folder: Path) -> tuple[str, int]:
     """``("done", epochs)``, ``("partial", epochs saved)`` or ``("new", 0)`` for a run folder."""
-    from sdpnet.files import read_jsonl   # sdpnet.train imports torch: not before the specs are parsed
-
     if (folder / "results.json").is_file():
         try:
             return "done", len(read_jsonl(folder / "metrics.jsonl"))
@@ -308,7 +293,7 @@ def visible_gpus(request: str) -> list[str | None]:
     if env is not None:
         ids = [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
         return list(ids) or [None]
-    import torch
+    import torch   # torch: only to count the GPUs when neither --gpus nor CUDA_VISIBLE_DEVICES names them
 
     return [str(i) for i in range(torch.cuda.device_count())] or [None]
 
@@ -432,8 +417,6 @@ def _lock(out: Path) -> Any:
 
 def write_manifest(out: Path, plans: Sequence[RunPlan], argv: Sequence[str]) -> None:
     """``OUT/sweep.json``: every run ever planned in this folder (spec, source, grid, options) and each command."""
-    from sdpnet.files import write_json
-
     path = out / "sweep.json"
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}
@@ -450,12 +433,10 @@ def write_manifest(out: Path, plans: Sequence[RunPlan], argv: Sequence[str]) -> 
         write_json(out / "specs" / f"{p.name}.json", {**p.model.to_json(), "name": p.name})
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The sweep's own options and the training options passed through (``-C FILE``, ``--section.key=value``)."""
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Training options: -C FILE and --section.key=value, as train_ffcv.py takes "
-                                        "them (python train_ffcv.py --help).")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.allow_abbrev = False   # --budget.e is not --budget.epochs: unknown options pass through to train_ffcv.py
+    ap.epilog = (f"{ap.epilog}\n\n" if ap.epilog else "") + ("Training options: -C FILE and --section.key=value, as "
+                                                             "train_ffcv.py takes them (python train_ffcv.py --help).")
     ap.add_argument("specs", nargs="+", help="spec strings and templates (quote them), .json files, folders of them")
     ap.add_argument("-C", "--config-file", dest="configs", action="append", default=[], metavar="FILE",
                     help="train_ffcv.py config file (YAML), several in order")
@@ -472,6 +453,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--script", default=str(REPO / "train_ffcv.py"), help="the training script (train_ffcv.py)")
     ap.add_argument("--dry-run", action="store_true", help="check and list the runs, run nothing")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch lines from the runs (they stay in train.log)")
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The sweep's own options; ``passed``: the training options passed through (``-C FILE``,
+    ``--section.key=value``); ``argv``: the command line, for the manifest."""
     args, rest = ap.parse_known_args(list(argv))
     passed: list[str] = []
     for c in args.configs:
@@ -491,29 +477,23 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         raise SweepError(f"--budget.epochs={args.budget_epochs}: expected an integer >= 1")
     if args.budget_minutes is not None and not 0 < args.budget_minutes < 1e6:
         raise SweepError(f"--budget.minutes={args.budget_minutes:g}: expected minutes > 0")
-    return args, passed
+    args.passed, args.argv = passed, list(argv)
+    return args
 
 
-def main(argv: Sequence[str]) -> int:
+def run(args: argparse.Namespace) -> int:
     """The ``sweep`` command; exit status 0 (all runs done), 1 (a run failed), 2 (refused), 130 (interrupted)."""
-    argv = list(argv)
-    try:
-        args, passed = parse_args(argv)
-        hparams = dict(parse_override(s) for s in args.set)
-        grid = grid_points(args.grid)
-        budget = ([f"--training.epochs={args.budget_epochs}"] if args.budget_epochs is not None else
-                  [f"--budget.minutes={args.budget_minutes:g}"] if args.budget_minutes is not None else [])
-        _, errors = collect_specs(args.specs, hparams, check=False)   # parse errors at once, before importing torch
-        if errors:
-            raise SweepError(*errors)
-        script = load_script(Path(args.script))
-        plans = plan_runs(args.specs, hparams, grid, [*passed, *budget], script)
-        slots = visible_gpus(args.gpus)
-    except (SweepError, SpecError) as e:
-        problems = e.problems if isinstance(e, SweepError) else [str(e)]
-        for problem in problems:   # the first line of each named as an error; carets and hints follow it
-            print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
+    hparams = dict(parse_override(s) for s in args.set)
+    grid = grid_points(args.grid)
+    budget = ([f"--training.epochs={args.budget_epochs}"] if args.budget_epochs is not None else
+              [f"--budget.minutes={args.budget_minutes:g}"] if args.budget_minutes is not None else [])
+    _, errors = collect_specs(args.specs, hparams, check=False)   # parse errors at once, before importing torch
+    if errors:
+        raise SweepError(*errors)
+    if not Path(args.script).is_file():
+        raise SweepError(f"training script {args.script} not found; run from the repository or pass --script")
+    plans = plan_runs(args.specs, hparams, grid, [*args.passed, *budget])
+    slots = visible_gpus(args.gpus)
     out = Path(args.out)
     where = f"{len(slots)} GPU(s) at once" if slots != [None] else "one at a time on the CPU"
     print(f"sweep {out}: {len(plans)} run(s), {where}")
@@ -524,14 +504,10 @@ def main(argv: Sequence[str]) -> int:
                   + (f"  ({', '.join(f'{k}={v}' for k, v in p.grid.items())})" if p.grid else ""))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = _lock(out)
-    except SweepError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    lock = _lock(out)
     t0 = time.perf_counter()
     try:
-        write_manifest(out, plans, argv)
+        write_manifest(out, plans, args.argv)
         finished, failed = run_sweep(plans, out, Path(args.script), slots, echo=not args.quiet)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to continue (finished runs are skipped, the "
@@ -541,9 +517,10 @@ def main(argv: Sequence[str]) -> int:
         lock.close()
     print(f"sweep {out}: {len(finished)} run(s) trained, {len(plans) - len(finished) - len(failed)} already done, "
           f"{len(failed)} failed, {time.perf_counter() - t0:.0f} s")
-    from sdpnet.tools.compare import main as compare
-
     names = [p.name for p in plans if (out / p.name / "metrics.jsonl").is_file()]
     if names:
-        compare([str(out / n) for n in names] + ["--out", str(out)])
+        run_command("compare", [str(out / n) for n in names] + ["--out", str(out)])
     return 1 if failed else 0
+
+
+main = command_main("sweep")

@@ -1,25 +1,38 @@
-"""Small pieces of the training loop (train_ffcv.py): schedules, EMA, mixing, augmentation,
-optimiser, metrics, checkpoints, distributed helpers, run files and plots."""
-from sdpnet.train.augment import BatchAugment
-from sdpnet.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sdpnet.train.dist import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed, wrap_ddp
-from sdpnet.train.ema import ModelEma
-from sdpnet.train.loss import make_criterion, soft_cross_entropy
-from sdpnet.train.metrics import Meter, topk_correct
-from sdpnet.train.mixing import MixCut, soft_targets
-from sdpnet.train.optim import make_adamw, param_groups
-from sdpnet.train.plot import plot_run
-from sdpnet.train.precision import autocast_on, native_bf16
-from sdpnet.train.resolution import res_at
-from sdpnet.files import (git_revision, os_error_text, read_jsonl, remove_stale_temps, write_json,
-                                  write_jsonl)
-from sdpnet.train.schedule import cosine_restarts, lr_at, scaled_lr
+"""Training: the options (options.py), the checks before a run (prepare.py, resume.py), the loop (setup.py,
+loop.py) and its pieces: schedules, EMA, mixing, augmentation, optimiser, metrics, checkpoints, distributed
+helpers, plots. ``train_ffcv.py`` parses, prepares and runs.
 
-__all__ = [
-    "BatchAugment", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state",
-    "DistInfo", "all_reduce_sum", "barrier", "cleanup", "init_distributed", "wrap_ddp", "ModelEma",
-    "make_criterion", "soft_cross_entropy", "Meter", "topk_correct", "MixCut", "soft_targets",
-    "make_adamw", "param_groups", "plot_run", "autocast_on", "native_bf16", "res_at", "git_revision",
-    "os_error_text", "read_jsonl", "remove_stale_temps", "write_json", "write_jsonl", "cosine_restarts", "lr_at",
-    "scaled_lr",
-]
+Names are imported on first use (PEP 562): the sweep checks its options with :mod:`sdpnet.train.options`
+and :mod:`sdpnet.train.config`, which need no torch, before it imports torch (about 2 s).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BatchAugment": "augment",
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "rng_state": "checkpoint",
+    "save_checkpoint": "checkpoint", "set_rng_state": "checkpoint",
+    "DistInfo": "dist", "all_reduce_sum": "dist", "barrier": "dist", "cleanup": "dist", "init_distributed": "dist",
+    "wrap_ddp": "dist",
+    "ModelEma": "ema", "make_criterion": "loss", "soft_cross_entropy": "loss", "Meter": "metrics",
+    "topk_correct": "metrics", "MixCut": "mixing", "soft_targets": "mixing", "make_adamw": "optim",
+    "param_groups": "optim", "plot_run": "plot", "autocast_on": "precision", "native_bf16": "precision",
+    "res_at": "resolution", "cosine_restarts": "schedule", "lr_at": "schedule", "scaled_lr": "schedule",
+}
+# The run-file helpers, re-exported from where they live (sdpnet/files.py).
+_FILES = ("git_revision", "os_error_text", "read_jsonl", "remove_stale_temps", "write_json", "write_jsonl")
+__all__ = [*_EXPORTS, *_FILES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FILES:
+        return getattr(importlib.import_module("sdpnet.files"), name)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sdpnet.train' has no attribute '{name}'")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,7 +1,7 @@
-"""Checkpoints: atomic writes, ``weights_only`` loads, and every RNG state needed for an exact resume."""
+"""Checkpoints: atomic writes and every RNG state needed for an exact resume (``weights_only`` loads:
+:func:`sdpnet.models.weights.load_checkpoint`, re-exported here)."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdpnet.files import temp_path
+from sdpnet.files import atomic_file
+from sdpnet.models.weights import CheckpointError, load_checkpoint   # models read what training writes
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
@@ -39,47 +40,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read back; the message names the file and why."""
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsynced, then a rename.
+    """Write ``state`` to ``path`` atomically (:func:`sdpnet.files.atomic_file`): a temporary file in the same
+    folder, fsynced, then a rename; streamed, not held in memory twice.
 
     A failed write (disk full, permission) raises the ``OSError`` itself, not torch's wrapper of it;
     the previous file at ``path`` is then untouched and no temporary file is left.
     """
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(state, f)
-            except RuntimeError as e:   # torch's zip writer wraps the write error of the file object
-                if isinstance(e.__context__, OSError):
-                    raise e.__context__ from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain types only).
-
-    Raises FileNotFoundError for a missing file and :class:`CheckpointError` for one that is
-    truncated, damaged or not a checkpoint.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no checkpoint '{path}'")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:   # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
-        first = str(e).strip().split("\n")[0][:200]
-        raise CheckpointError(f"'{path}' cannot be read: it is truncated or damaged ({type(e).__name__}: "
-                              f"{first})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'{path}' holds a {type(state).__name__}, not a checkpoint")
-    return state
+    with atomic_file(path) as f:
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:   # torch's zip writer wraps the write error of the file object
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise

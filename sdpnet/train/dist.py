@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "wrap_ddp", "cleanup"]
+from sdpnet.files import write_json
+from sdpnet.train.checkpoint import rng_state
+
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "all_reduce_max", "barrier", "wrap_ddp", "unwrap",
+           "gather_rng", "dump_rank", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """The largest ``value`` over the ranks (the time a data-parallel budget agrees on)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier() -> None:
     """Wait for every process (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
@@ -74,6 +86,32 @@ def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP (in-place compile keeps parameter names unprefixed)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def gather_rng(info: DistInfo) -> list:
+    """Every rank's RNG states, in rank order (so a resumed DDP run continues each stream)."""
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+def dump_rank(run: Path, info: DistInfo, epoch: int, order, labels: list, model: nn.Module) -> None:
+    """Debug (dist.dump_samples): the indices this rank read, the labels it saw, a parameter checksum."""
+    flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+    n = sum(len(b) for b in labels)
+    rec = {"rank": info.rank, "world_size": info.world_size, "epoch": epoch + 1,
+           "indices": [int(i) for i in order[:n]], "labels": [v for b in labels for v in b],
+           "param_sum": float(flat.sum()), "param_abs_sum": float(flat.abs().sum()),
+           "param_weighted": float((flat * torch.arange(flat.numel(), dtype=torch.float64).remainder(7)).sum())}
+    write_json(run / f"samples_rank{info.rank}_epoch{epoch + 1}.json", rec)
 
 
 def cleanup() -> None:

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from sdpnet.files import read_jsonl, temp_path
+from sdpnet.files import read_jsonl, save_figure
 
 __all__ = ["plot_run", "main"]
 
@@ -46,12 +45,4 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / "curves.png"
-    tmp = temp_path(out)
-    try:
-        fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_figure(fig, Path(out) if out is not None else run_dir / "curves.png")

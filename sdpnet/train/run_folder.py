@@ -1,0 +1,75 @@
+"""Writing the run folder: config.json, spec.json and data.json at the start, then one commit per epoch.
+
+Every file is replaced atomically (:mod:`sdpnet.files`); the checkpoint's rename is what saves an epoch,
+and metrics.jsonl is rewritten from the checkpoint after it (docs/training.md, resume rules).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sdpnet.data.record import DATA_FILE, data_record
+from sdpnet.files import os_error_text, remove_stale_temps, write_json, write_jsonl
+from sdpnet.train.checkpoint import save_checkpoint
+from sdpnet.train.errors import RunError
+from sdpnet.train.prepare import Job
+
+__all__ = ["start_run_folder", "commit", "saved"]
+
+
+def start_run_folder(job: Job) -> list[dict]:
+    """Create or reopen the run folder (rank 0): config.json, spec.json, metrics.jsonl; returns the epochs done."""
+    run, resume = job.run, job.resume
+    run.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_temps(run):
+        job.notes.append(f"removed {p.name}, left by a killed run")
+    if resume is None:   # a fresh run (also --training.resume=1 with no checkpoint yet)
+        write_json(run / "config.json", job.record)
+        write_json(run / "spec.json", job.spec_record)
+        write_json(run / DATA_FILE, data_record(job.opts.data.train_path, job.opts.data.val_path))  # class names
+        for stale in ("metrics.jsonl", "results.json"):   # of an attempt that saved no epoch
+            (run / stale).unlink(missing_ok=True)
+        return []
+    if resume.changes:
+        old = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        record = {**job.record, "changes": [*old.get("changes", []),
+                                            {"epoch": resume.state["epoch"], "values": resume.changes}]}
+        write_json(run / "config.json", record)
+        write_json(run / "spec.json", job.spec_record)
+        job.notes.append(f"resumed with changes (recorded in config.json): {', '.join(resume.changes)}")
+    text = "".join(json.dumps(r) + "\n" for r in resume.rows)
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file() or metrics.read_text() != text:
+        write_jsonl(metrics, resume.rows)
+        job.notes.append(f"metrics.jsonl rewritten from checkpoint.pt (epochs 1-{resume.state['epoch']}): it had "
+                         f"a missing, damaged or extra line")
+    return list(resume.rows)
+
+
+def commit(run: Path, state: dict) -> None:
+    """Save one epoch: the checkpoint (which holds every epoch's metrics), then metrics.jsonl rewritten from it.
+
+    The checkpoint's rename is the commit: a failure before it leaves the previous epoch's
+    checkpoint and metrics; a failure after it leaves a metrics.jsonl that the next resume
+    rewrites from the checkpoint. No failure duplicates or loses an epoch.
+    """
+    epoch, path = state["epoch"], run / "checkpoint.pt"
+    kept = f"the run folder holds epoch {epoch - 1}" if epoch > 1 else "no epoch is saved yet"
+    try:
+        save_checkpoint(path, state)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {os_error_text(e)}; epoch {epoch} is not saved and {kept}: make room "
+                       f"(or fix the permissions) and continue with --training.resume=1") from None
+    try:
+        write_jsonl(run / "metrics.jsonl", state["metrics"])
+    except OSError as e:
+        raise RunError(f"cannot write {run / 'metrics.jsonl'}: {os_error_text(e)}; checkpoint.pt holds epoch "
+                       f"{epoch} and --training.resume=1 rewrites metrics.jsonl from it") from None
+
+
+def saved(epoch: int) -> str:
+    """What a run that fails in (0-based) ``epoch`` has saved, and how to go on."""
+    if epoch == 0:
+        return "no epoch is saved: start again"
+    return (f"epoch {epoch + 1} is not saved (the run folder holds epoch {epoch}): continue with "
+            f"--training.resume=1 --training.resume_changed=1")
