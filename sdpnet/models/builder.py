@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import sdpnet.blocks  # noqa: F401  (binds the built-in block names to their modules)
+from sdpnet.models.probe import probe_layers
 from sdpnet.models.weights import classifier_prefix, load_pretrained, state_dict_from
 from sdpnet.registry import check_factory, get_block, get_schema
 from sdpnet.spec import load_spec, presets, resolve
@@ -99,6 +100,8 @@ class SpecNet(nn.Module):
         head: list[nn.Module] = []
         for layer in plan.layers:
             {"stem": stem, "body": body, "head": head}[layer.role].append(make_block(layer))
+        #: layers probed on a batch of one, not on the meta device, and why (:mod:`sdpnet.models.probe`)
+        self.probe_fallbacks = probe_layers(plan, [*stem, *body, *head])
         body_layers = [layer for layer in plan.layers if layer.role == "body"]
         pool_layer, classifier = (layer for layer in plan.layers if layer.role == "head")
         if not hasattr(head[-1], "reset_classifier"):

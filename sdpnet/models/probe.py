@@ -36,6 +36,10 @@ class Expected:
     width: int | None
     grid: tuple[int, int] = (0, 0)
     tokens: int = 0
+    rounded: tuple[int, int] = (0, 0)   # the grid rounded up: a strided layer may round as its conv or pool does
+
+    def grid_ok(self, grid: tuple[int, ...]) -> bool:
+        return len(grid) == 2 and all(lo <= g <= hi for g, lo, hi in zip(grid, self.grid, self.rounded))
 
 
 def _inputs(layer: LayerPlan, num_tokens: int, num_cls: int, batch: int, device: torch.device,
@@ -59,7 +63,8 @@ def _expected(layer: LayerPlan, grid_out: tuple[int, int], num_tokens: int) -> E
         width = None if layer.kind == "classifier" and layer.out_dim == 0 else layer.out_dim
         return Expected("features", width)
     form = {"layer": "image", "tokens": "pair", "sequence": "sequence"}[layer.kind]
-    return Expected(form, layer.out_dim, grid_out, num_tokens)
+    up = tuple(max(o, -(-g // layer.stride)) for g, o in zip(layer.grid, grid_out))
+    return Expected(form, layer.out_dim, grid_out, num_tokens, up)
 
 
 def _shape_text(out: Any) -> str:
@@ -95,7 +100,7 @@ def _mismatch(out: Any, e: Expected, batch: int) -> str | None:
             return "tokens"
         if x.shape[1] != e.width or t.shape[2] != e.width:
             return "width"
-        return "stride" if tuple(x.shape[2:]) != e.grid else None
+        return None if e.grid_ok(tuple(x.shape[2:])) else "stride"
     if not is_t:
         return "kind"
     if e.form == "image":
@@ -103,14 +108,15 @@ def _mismatch(out: Any, e: Expected, batch: int) -> str | None:
             return "kind"
         if out.shape[1] != e.width:
             return "width"
-        return "stride" if tuple(out.shape[2:]) != e.grid else None
+        return None if e.grid_ok(tuple(out.shape[2:])) else "stride"
     if e.form == "sequence":
         if out.ndim != 3 or out.shape[0] != batch:
             return "kind"
         if out.shape[2] != e.width:
             return "width"
-        H, W = e.grid
-        return "tokens" if out.shape[1] != e.tokens + H * W else None
+        sizes = {e.tokens + h * w for h in range(e.grid[0], e.rounded[0] + 1)
+                 for w in range(e.grid[1], e.rounded[1] + 1)}
+        return None if out.shape[1] in sizes else "tokens"
     if out.ndim != 2 or out.shape[0] != batch:
         return "kind"
     return "width" if e.width is not None and out.shape[1] != e.width else None
@@ -148,8 +154,7 @@ def _device(module: nn.Module) -> torch.device:
     return torch.device("cpu") if p is None or p.device.type == "meta" else p.device
 
 
-def probe_module(module: nn.Module, layer: LayerPlan, grid_out: tuple[int, int], plan: Plan,
-                 spec_text: str | None) -> str | None:
+def probe_module(module: nn.Module, layer: LayerPlan, grid_out: tuple[int, int], plan: Plan) -> str | None:
     """Run ``module`` on the planned input of ``layer`` and compare its output with the plan; returns None when
     it ran on the meta device, else why not (it then ran on a batch of one). Raises :class:`SpecError` on a
     mismatch."""
@@ -169,7 +174,7 @@ def probe_module(module: nn.Module, layer: LayerPlan, grid_out: tuple[int, int],
                     out = module(*_inputs(layer, num_tokens, plan.num_cls, batch, dev, torch.get_default_dtype()))
                 except Exception as err:
                     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise _error(layer, spec_text, f"its module {type(module).__name__} fails on its planned input "
+                    raise _error(layer, plan.text, f"its module {type(module).__name__} fails on its planned input "
                                  f"({_planned_input(layer, plan, batch)}): {first[:300]}",
                                  "make the module take the input its kind hands it, or declare the width, stride "
                                  "or kind it needs in its schema") from None
@@ -179,7 +184,7 @@ def probe_module(module: nn.Module, layer: LayerPlan, grid_out: tuple[int, int],
     field = _mismatch(out, e, batch)
     if field is None:
         return fallback
-    raise _error(layer, spec_text, f"its module {type(module).__name__} returns {_shape_text(out)}, but the plan "
+    raise _error(layer, plan.text, f"its module {type(module).__name__} returns {_shape_text(out)}, but the plan "
                  f"gives {_planned_text(e, batch)} (from {_planned_input(layer, plan, batch)}: {field} differs)",
                  _hint(field, layer))
 
@@ -195,7 +200,13 @@ def _error(layer: LayerPlan, spec_text: str | None, message: str, hint: str) -> 
                      span=len(layer.name), hint=hint)
 
 
-def probe_layers(plan: Plan, modules: Sequence[nn.Module], spec_text: str | None) -> dict[int, str]:
+def signature(layer: LayerPlan, module: nn.Module, grid_out: tuple[int, int]) -> tuple:
+    """What decides a probe's outcome: the module's type, the layer's plan (its drop-path rate aside) and shapes."""
+    return (type(module), layer.name, layer.role, layer.kind, layer.in_dim, layer.out_dim, layer.grid, grid_out,
+            tuple(sorted((k, repr(v)) for k, v in layer.kwargs.items() if k != "drop_path")))
+
+
+def probe_layers(plan: Plan, modules: Sequence[nn.Module]) -> dict[int, str]:
     """Probe every layer of ``plan`` (``modules`` in the plan's order); returns ``{layer index: why}`` for the
     layers probed on a real batch of one instead of the meta device. Raises :class:`SpecError` at the first
     module that disagrees with its plan."""
@@ -205,10 +216,9 @@ def probe_layers(plan: Plan, modules: Sequence[nn.Module], spec_text: str | None
     skipped: dict[int, str] = {}
     for i, (layer, module) in enumerate(zip(layers, modules)):
         grid_out = grids[i + 1] if i + 1 < len(layers) else layer.grid
-        key = (type(module), layer.name, layer.role, layer.kind, layer.in_dim, layer.out_dim, layer.grid, grid_out,
-               tuple(sorted((k, repr(v)) for k, v in layer.kwargs.items() if k != "drop_path")))
+        key = signature(layer, module, grid_out)
         if key not in seen:
-            seen[key] = probe_module(module, layer, grid_out, plan, spec_text)
+            seen[key] = probe_module(module, layer, grid_out, plan)
         if seen[key] is not None:
             skipped[i] = seen[key]
     return skipped

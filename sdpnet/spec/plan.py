@@ -59,6 +59,8 @@ class Plan:
         num_classes, in_chans, img_size: from the hyperparameters.
         hparams: all hyperparameters after overrides (for saving with a run).
         stride: the product of the stem's and body's strides (input grid / output grid).
+        text: the spec text the layers' ``col`` point into (the source string, or the rendered JSON spec), for
+            errors found after resolution (:mod:`sdpnet.models.probe`).
     """
 
     layers: tuple[LayerPlan, ...]
@@ -70,6 +72,7 @@ class Plan:
     img_size: int
     hparams: Mapping[str, Any]
     stride: int = 1
+    text: str | None = field(default=None, compare=False)
 
     @property
     def num_features(self) -> int:

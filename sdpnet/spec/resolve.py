@@ -106,7 +106,8 @@ def resolve(model: ModelSpec | Any) -> Plan:
         if role == "body" and schema.residual:
             kwargs["drop_path"] = hp["drop_path"] * res_i / max(1, n_res - 1)
             res_i += 1
-        layers.append(LayerPlan(b.name, role, kind, MappingProxyType(kwargs), width, out, grid, s, b.col))
+        col = b.col if cols is None else cols.get(id(b), 0)
+        layers.append(LayerPlan(b.name, role, kind, MappingProxyType(kwargs), width, out, grid, s, col))
         if i == last_tok:
             stem_dim = out
         if role != "head":
@@ -116,7 +117,7 @@ def resolve(model: ModelSpec | Any) -> Plan:
     return Plan(
         layers=tuple(layers), num_cls=num_cls, num_reg=num_reg, dim=stem_dim,
         num_classes=num_classes, in_chans=hp["in_chans"], img_size=img_size,
-        hparams=MappingProxyType(hp), stride=stride,
+        hparams=MappingProxyType(hp), stride=stride, text=text,
     )
 
 
