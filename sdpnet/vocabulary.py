@@ -33,6 +33,9 @@ GLOBAL_HPARAMS = {
 
 KERNEL = Range(1, MAX_KERNEL)
 ODD_KERNEL = Range(1, MAX_KERNEL, odd=True)
+# CCT pads its tokenizer's conv by max(1, k // 2): only odd k >= 3 keep the grid the plan gives (ceil(H / s) before
+# the pool); k = 1 or an even k grows it, which the build-time probe refuses (sdpnet.models.probe)
+TOKENIZER_KERNEL = Range(3, MAX_KERNEL, odd=True)
 WIDTH = Range(1, MAX_WIDTH)
 
 
@@ -74,7 +77,7 @@ for schema in (
         example="P16(d=384)",
     ),
     BlockSchema(
-        "CT", ("stem",), "layer", "kernel_size", True, arg_range=KERNEL,
+        "CT", ("stem",), "layer", "kernel_size", True, arg_range=TOKENIZER_KERNEL,
         params=(_D, Param("s", "stride", int, None, Derived(lambda kw, _: max(1, kw["kernel_size"] // 2 - 1),
                                                            "max(1, k // 2 - 1), as CCT"),
                           doc="conv stride", range=_STRIDE),

@@ -68,6 +68,12 @@ ALLOWED_LAZY: tuple[tuple[str, str, str], ...] = (
     ("sdpnet.data.ffcv_import", "torch", "its thread count is restored after FFCV's import"),
     ("sdpnet._timm_hook", "sdpnet.models", "torch and timm (2 s): `import sdpnet` stays torch-free"),
     ("sdpnet.__init__", "sdpnet.models", "torch (2 s): `import sdpnet` stays torch-free; build() imports it"),
+    ("sdpnet.tools.docs", "sdpnet.blocks", "torch (2 s): only the modules table needs the built-in modules; "
+                                           "the other tables come from the torch-free registry"),
+    ("sdpnet.tools.compare", "sdpnet.models", "torch (2 s): only to count the FLOPs of older runs whose "
+                                              "results.json lacks them; a leaderboard of newer runs needs no torch"),
+    ("sdpnet.tools.sweep", "torch", "torch (2 s): only to count GPUs when neither --gpus nor CUDA_VISIBLE_DEVICES "
+                                    "names them; a sweep's runs are subprocesses"),
 )
 
 
