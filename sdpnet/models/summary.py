@@ -14,7 +14,7 @@ sequence ``[tokens, image]`` (B, T + HW, C) as their output.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn

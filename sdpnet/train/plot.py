@@ -1,18 +1,16 @@
-"""Plot a run's curves: ``python -m sdpnet plot RUN_DIR`` -> RUN_DIR/curves.png."""
+"""A run's curves, drawn to RUN_DIR/curves.png after training (and by ``python -m sdpnet plot RUN_DIR``)."""
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from sdpnet.files import read_jsonl, save_figure
 
-__all__ = ["plot_run", "main"]
+__all__ = ["plot_run"]
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Draw train/val loss and top-1/top-5 (model and EMA) per epoch from ``metrics.jsonl`` to a PNG."""
-    import matplotlib
+    import matplotlib   # matplotlib: heavy (0.3-0.5 s), imported only when drawing
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
