@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-try:   # OpenCV: FFCV's own resize (sdpnet.data.crops) and a faster JPEG decoder; Pillow stands in without it
+try:   # OpenCV decodes JPEGs in one call; Pillow (the same libjpeg-turbo pixels) stands in without it
     import cv2
 except ImportError:
     cv2 = None
