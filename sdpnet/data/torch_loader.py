@@ -76,13 +76,16 @@ class _Batches(Dataset):
 
 
 class _WorkOrders(Sampler):
-    """The current epoch's batches, as the loader laid them out when the epoch started."""
+    """The current epoch's batches, as the loader laid them out (in place, in ``work``) when the epoch started.
 
-    def __init__(self, loader: "TorchLoader"):
-        self.loader = loader
+    It holds the list, not the loader: a reference cycle would leave the DataLoader's workers to the garbage
+    collector, whose late shutdown waits 5 s for each of them."""
+
+    def __init__(self, work: list[tuple[np.ndarray, int, int]]):
+        self.work = work
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, int, int]]:
-        return iter(self.loader._work)
+        return iter(list(self.work))
 
 
 def _worker_init(_: int) -> None:
@@ -108,7 +111,7 @@ class TorchLoader:
         self.next_epoch = 0
         self._ordered = len(self.next_traversal_order())   # FFCV's len: epoch 0's order
         self._work: list[tuple[np.ndarray, int, int]] = []
-        self._loader = DataLoader(batches, batch_size=None, sampler=_WorkOrders(self), num_workers=num_workers,
+        self._loader = DataLoader(batches, batch_size=None, sampler=_WorkOrders(self._work), num_workers=num_workers,
                                   pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
                                   worker_init_fn=_worker_init if num_workers > 0 else None)
         table = torch.from_numpy(normalisation_table(mean, std))   # (256, 3)
@@ -129,7 +132,7 @@ class TorchLoader:
         self.next_epoch += 1
         # FFCV's seed for the random order; the sequential order repeats its batches, so the epoch joins the seed
         seed = self.seed if self.shuffle else self.seed + epoch
-        self._work = [(order[i:i + b], self.res, batch_seed(order[i:i + b], seed)) for i in range(0, len(order), b)]
+        self._work[:] = [(order[i:i + b], self.res, batch_seed(order[i:i + b], seed)) for i in range(0, len(order), b)]
         return self._epoch(iter(self._loader))
 
     def _epoch(self, batches: Iterator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
