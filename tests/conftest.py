@@ -1,6 +1,12 @@
-"""Shared test data: generated ImageFolder trees and the Fashion-MNIST .beton files (written once)."""
+"""Shared test data: generated ImageFolder trees and the Fashion-MNIST .beton files (written once).
+
+``SDPNET_BLOCK_FFCV=1`` makes ``import ffcv`` fail in the test process (as where FFCV does not build), so that the
+loaders run on the torch engine; subprocesses that write .beton files (``run_script``) still have FFCV.
+``SDPNET_TEST_BETONS=DIR`` reuses a folder that already holds the Fashion-MNIST train.beton and val.beton.
+"""
 from __future__ import annotations
 
+import importlib.abc
 import io
 import os
 import subprocess
@@ -13,6 +19,22 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+BLOCK_FFCV = os.environ.get("SDPNET_BLOCK_FFCV") == "1"
+
+
+class BlockFFCV(importlib.abc.MetaPathFinder):
+    """A meta-path finder that makes ``import ffcv`` (and its submodules) raise ImportError."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "ffcv" or name.startswith("ffcv."):
+            raise ImportError(f"ffcv is blocked in this test run (SDPNET_BLOCK_FFCV=1)", name=name)
+        return None
+
+
+if BLOCK_FFCV:
+    if "ffcv" in sys.modules:
+        raise RuntimeError("SDPNET_BLOCK_FFCV=1 but ffcv was imported before tests/conftest.py")
+    sys.meta_path.insert(0, BlockFFCV())
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -74,6 +96,8 @@ def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "zeb
 @pytest.fixture(scope="session")
 def fashion_mnist_betons(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.beton / val.beton written once per session by the real CLI from the Debian IDX files."""
+    if os.environ.get("SDPNET_TEST_BETONS"):
+        return Path(os.environ["SDPNET_TEST_BETONS"])
     out = tmp_path_factory.mktemp("fmnist")
     res = run_script("write_fashion_mnist.py", f"--cfg.write_dir={out}", "--cfg.num_workers=2")
     assert res.returncode == 0, res.stderr[-2000:]

@@ -281,7 +281,7 @@ def test_loader_thread_error_reaches_the_loop(bad):
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder
     from ffcv.pipeline.operation import Operation
 
-    from sdpnet.data.loaders import _loader, _tail
+    from sdpnet.data.ffcv_loaders import _loader, _tail
 
     class FailOnThirdBatch(Operation):
         def generate_code(self):
@@ -299,8 +299,9 @@ def test_loader_thread_error_reaches_the_loop(bad):
 
     ops = [CenterCropRGBImageDecoder((28, 28), ratio=1.0),
            *_tail(torch.device("cpu"), np.full(3, 120.0), np.full(3, 60.0), True), FailOnThirdBatch()]
-    loader = _loader(str(bad["good"]), ops, batch_size=8, num_workers=1, device=torch.device("cpu"),
-                     distributed=False, seed=0, subset=None, shuffle=False, drop_last=False, os_cache=True)
+    loader = _loader(str(bad["good"]), ops, batch_size=8, num_workers=1, device=torch.device("cpu"), rank=0,
+                     world=1, seed=0, indices=np.arange(check_beton(bad["good"]).num_samples), shuffle=False,
+                     drop_last=False, os_cache=True)
     t0, seen = time.monotonic(), 0
     with pytest.raises(LoaderError, match="disk read error") as e:
         for _ in loader:

@@ -1,4 +1,4 @@
-"""FFCV data: readers of raw datasets, the atomic .beton writer, .beton checks and the train/val loaders.
+"""Data: readers of raw datasets, the atomic .beton writer, .beton checks and reader, the train/val loaders.
 
 Names are imported on first use (PEP 562): importing FFCV costs seconds of numba
 compilation, which the writers' argument checks and error messages should not pay.
@@ -10,9 +10,9 @@ from typing import Any
 
 _EXPORTS = {
     "make_train_loader": "loaders", "make_val_loader": "loaders", "set_train_resolution": "loaders",
-    "subset_indices": "loaders", "shard_indices": "loaders", "dataset_stats": "loaders",
-    "read_sidecar": "sidecar", "sidecar_path": "sidecar", "IMAGENET_MEAN": "sidecar",
-    "IMAGENET_STD": "sidecar", "DataPrepError": "sources", "LoaderError": "loaders",
+    "resolve_engine": "loaders", "subset_indices": "pipeline", "shard_indices": "pipeline",
+    "dataset_stats": "sidecar", "read_sidecar": "sidecar", "sidecar_path": "sidecar", "IMAGENET_MEAN": "sidecar",
+    "IMAGENET_STD": "sidecar", "DataPrepError": "sources", "LoaderError": "pipeline", "BetonReader": "beton_reader",
     "check_beton": "betons", "check_same_classes": "betons", "BetonInfo": "betons", "DataFileError": "betons",
 }
 __all__ = list(_EXPORTS)

@@ -6,7 +6,8 @@ fail (and the training loop wait for it forever), and random bytes give a traceb
 numpy. :func:`check_beton` reads the header, field table, per-sample metadata and allocation
 table with plain file reads (no mapping) and compares every size with the file's, so each of
 those is one clear :class:`DataFileError` instead. It reads about 40 bytes per sample (0.2 s
-for ImageNet's 1.28M) and never the images.
+for ImageNet's 1.28M) and never the images. It needs no FFCV: the format's types are
+:mod:`sdpnet.data.beton_reader`'s.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .ffcv_import import import_ffcv
+from .beton_reader import ALLOC_TABLE, FIELD_DESC, FORMAT_VERSION, HEADER, field_name, metadata_type
 from .sidecar import read_sidecar
 
 __all__ = ["BetonInfo", "DataFileError", "check_beton", "check_same_classes"]
@@ -58,12 +59,6 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
     ``name`` is how messages refer to the file (e.g. ``--data.val_path=val.beton``); a missing
     file raises FileNotFoundError. Labels must lie in ``[0, num_classes)`` of the sidecar.
     """
-    # FFCV (seconds of numba compilation) is imported on first use, through import_ffcv's workarounds
-    import_ffcv()
-    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_handlers, \
-        get_metadata_type   # FFCV's own on-disk types
-    from ffcv.utils import decode_null_terminated_string
-
     path = str(path)
     name = name or f"'{path}'"
     if not path.endswith(".beton"):
@@ -72,33 +67,33 @@ def check_beton(path: str | Path, *, sidecar: bool = True, name: str | None = No
         raise FileNotFoundError(f"{name}: data file not found; write it with data_prep/write_*.py (e.g. "
                                 f"python data_prep/write_fashion_mnist.py --cfg.write_dir=data/fashion_mnist)")
     size = os.path.getsize(path)
-    if size < HeaderType.itemsize:
+    if size < HEADER.itemsize:
         raise _fail(name, f"is {size} bytes, too short for an FFCV header (truncated, or not a .beton)")
-    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
-    if header["version"] != CURRENT_VERSION:
+    header = np.fromfile(path, dtype=HEADER, count=1)[0]
+    if header["version"] != FORMAT_VERSION:
         raise _fail(name, f"is not an FFCV .beton (format version {header['version']}, expected "
-                          f"{CURRENT_VERSION}: random bytes or another format)")
+                          f"{FORMAT_VERSION}: random bytes or another format)")
     n, n_fields, table_at = int(header["num_samples"]), int(header["num_fields"]), int(header["alloc_table_ptr"])
-    fields_end = HeaderType.itemsize + n_fields * FieldDescType.itemsize
+    fields_end = HEADER.itemsize + n_fields * FIELD_DESC.itemsize
     if not 1 <= n_fields <= 64 or fields_end > size:
         raise _fail(name, f"has a damaged header ({n_fields} fields in {size} bytes)")
-    desc = np.fromfile(path, dtype=FieldDescType, count=n_fields, offset=HeaderType.itemsize)
-    found = {decode_null_terminated_string(d["name"]): int(d["type_id"]) for d in desc}
+    desc = np.fromfile(path, dtype=FIELD_DESC, count=n_fields, offset=HEADER.itemsize)
+    found = {field_name(d): int(d["type_id"]) for d in desc}
     if n_fields != len(FIELDS) or found != {k: t for k, (t, _) in FIELDS.items()}:
         have = ", ".join(f"'{k}' ({_TYPE_NAMES.get(t, f'type {t}')})" for k, t in found.items())
         want = " and ".join(f"'{k}' ({t})" for k, (_, t) in FIELDS.items())
         raise _fail(name, f"has the fields {have}; expected exactly {want}")
     names = list(found)
-    meta_type = get_metadata_type(get_handlers(desc))
+    meta_type = metadata_type([int(d["type_id"]) for d in desc])
     meta_end = fields_end + n * meta_type.itemsize
     if table_at > size:
         raise _fail(name, f"is truncated: it has {size:,} bytes but its header says the data runs to byte "
                           f"{table_at:,} (cut short while being copied or written?)")
-    if meta_end > table_at or (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
+    if meta_end > table_at or (size - table_at) % ALLOC_TABLE.itemsize:
         raise _fail(name, f"is truncated or damaged: {size:,} bytes do not hold the {n:,} samples' metadata and "
                           f"allocation table its header describes")
     meta = np.fromfile(path, dtype=meta_type, count=n, offset=fields_end)
-    table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
+    table = np.fromfile(path, dtype=ALLOC_TABLE, offset=table_at)
     image, label = meta[f"f{names.index('image')}"], meta[f"f{names.index('label')}"].astype(np.int64)
     order = np.argsort(table["ptr"])
     ptrs, sizes = table["ptr"][order], table["size"][order]

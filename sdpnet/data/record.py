@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdpnet.data.loaders import dataset_stats
-from sdpnet.data.sidecar import read_sidecar
+from sdpnet.data.sidecar import dataset_stats, read_sidecar
 
 DATA_FILE = "data.json"   # in a run folder: class names and the validation normalisation (train_ffcv.py)
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from sdpnet.data.betons import check_beton
-from sdpnet.data.loaders import make_val_loader
+from sdpnet.data.loaders import ENGINES, make_val_loader, resolve_engine
 from sdpnet.files import read_jsonl, save_figure, write_json
 from sdpnet.spec.text import parse_bool
 from sdpnet.tools.cli import UsageError, command_main, output_path
@@ -85,7 +85,7 @@ def _recorded(trained, res: int, val_path: str, subset: int, flip: bool) -> dict
 
 
 def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_size: int, num_workers: int,
-                 device: torch.device, amp: bool, flip: bool = False) -> dict[str, Any]:
+                 device: torch.device, amp: bool, flip: bool = False, engine: str = "auto") -> dict[str, Any]:
     """Evaluate ``trained`` (:class:`sdpnet.tools.runs.Trained`) at each resolution; the report as a JSON-able dict.
 
     The first resolution also gets the per-class accuracy and the confusion matrix (``confusion``, a list of
@@ -100,7 +100,7 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
         t0 = time.perf_counter()
         loader = make_val_loader(val_path, batch_size=batch_size, res=r, num_workers=num_workers, device=device,
                                  subset=subset or None, crop_ratio=pre["crop_ratio"], mean=pre["mean"],
-                                 std=pre["std"], channels_last=cl)
+                                 std=pre["std"], channels_last=cl, engine=engine)
         out = evaluate({"model": model}, loader, amp=amp, confusion=k, flip=flip)
         _KEEP.append(loader)
         wall = time.perf_counter() - t0
@@ -112,8 +112,8 @@ def evaluate_run(trained, *, res: list[int], val_path: str, subset: int, batch_s
     per_class = [{"index": i, "class": trained.class_name(i), "samples": int(cm[i].sum()),
                   "top1": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None} for i in range(k)]
     report = {"source": trained.source, "weights": trained.weights, "val_path": val_path, "val_subset": subset,
-              "device": str(device), "amp": amp, "flip": flip, "crop_ratio": pre["crop_ratio"], "sweep": sweep,
-              "per_class": per_class, "confusion": cm.tolist()}
+              "device": str(device), "amp": amp, "flip": flip, "engine": resolve_engine(engine)[0],
+              "crop_ratio": pre["crop_ratio"], "sweep": sweep, "per_class": per_class, "confusion": cm.tolist()}
     rec = _recorded(trained, res[0], val_path, subset, flip)
     if rec is not None:
         rec["matches"] = rec["top1"] == sweep[0]["top1"]
@@ -167,6 +167,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--res", help="resolutions to evaluate at, comma-separated (default: the run's validation.res)")
     p.add_argument("--batch-size", type=int, help="default: the run's validation.batch_size (256 for a file)")
     p.add_argument("--num-workers", type=int, default=None, help="FFCV decoding threads (default: the run's)")
+    p.add_argument("--data.engine", dest="engine", choices=ENGINES, default="auto",
+                   help="what reads the .beton: ffcv, torch (no FFCV, the same batches) or auto (default: ffcv where "
+                        "it imports)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default=None,
                    help="bf16 autocast (default: the run's training.amp; auto is bf16 on CUDA and on CPUs with AMX)")
     p.add_argument("--flip", type=parse_bool, default=None, metavar="BOOL",
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     flip = args.flip if args.flip is not None else trained.val.get("flip", False)
     out = output_path(args, trained.run, "eval", "{stem}-eval")
     report = evaluate_run(trained, res=res, val_path=val_path, subset=subset, batch_size=batch,
-                          num_workers=workers, device=device, amp=amp, flip=flip)
+                          num_workers=workers, device=device, amp=amp, flip=flip, engine=args.engine)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(args.run).name}: top-1 {100 * report['sweep'][0]['top1']:.2f}% at {res[0]} px"
     report["confusion_png"] = str(plot_confusion(torch.tensor(report["confusion"]),

@@ -34,14 +34,20 @@ class Model:
 
 @dataclass(frozen=True)
 class Data:
-    """FFCV .beton files"""
+    """.beton files and how they are read"""
     train_path: str = option("data/imagenet/train.beton", "training .beton", alters=False)
     val_path: str = option("data/imagenet/val.beton", "validation .beton", alters=False)
-    num_workers: int = option(8, "FFCV decoding threads per process", ge=1, alters=False)
+    num_workers: int = option(8, "decoding threads per process (FFCV; worker processes with the torch engine)", ge=1,
+                              alters=False)
     train_subset: int = option(0, "train on a fixed random subset of N samples (0: all)", ge=0)
     val_subset: int = option(0, "validate on a fixed random subset of N samples (0: all)", ge=0)
     os_cache: bool = option(True, "read through the OS page cache (dataset fits in RAM) instead of FFCV's "
                                   "process cache", alters=False)
+    # alters=False: both engines read the same samples in the same order with the same crops and flips; raw images
+    # are bit-identical, JPEGs differ by the decoders' rounding (about 1 level), like the kernels of another device
+    engine: str = option("auto", "what reads the .beton files: ffcv, torch (numpy + a DataLoader, no FFCV: the same "
+                                 "batches) or auto (ffcv where it imports, else torch, with a note)",
+                         choices=("auto", "ffcv", "torch"), alters=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sdpnet.data.betons import BetonInfo, DataFileError, check_beton, check_same_classes
+from sdpnet.data.loaders import resolve_engine
 from sdpnet.files import git_revision, os_error_text
 from sdpnet.models.builder import build
 from sdpnet.models.weights import WeightsError
@@ -49,6 +50,7 @@ class Job:
     record: dict               # config.json of this run (for a resumed one: as it will be after the resume)
     resume: Resume | None = None
     notes: list[str] = field(default_factory=list)
+    engine: str = "ffcv"       # what reads the .beton files (--data.engine resolved): ffcv or torch
 
 
 def prepare(o: Options) -> Job:
@@ -60,6 +62,10 @@ def prepare(o: Options) -> Job:
         check_same_classes(train_data, val_data, f"--data.train_path={d.train_path}", f"--data.val_path={d.val_path}")
     except (DataFileError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
+    try:
+        engine, engine_note = resolve_engine(d.engine)
+    except ValueError as e:
+        raise UsageError(f"--data.engine={d.engine}: {e}") from None
     for key, subset, data in (("train_subset", d.train_subset, train_data), ("val_subset", d.val_subset, val_data)):
         if subset > data.num_samples:
             raise UsageError(f"--data.{key}={subset} is more than the {data.num_samples} samples of {data.path}; "
@@ -83,8 +89,10 @@ def prepare(o: Options) -> Job:
     run = check_run_folder(o)
     record = {**options_dict(o), "git": git_revision(REPO), "world_size": info.world_size,
               "global_batch": global_batch, "peak_lr": peak, "torch": torch.__version__,
-              "data_files": {"train": _fingerprint(train_data), "val": _fingerprint(val_data)}, "changes": []}
-    job = Job(o, info, model, spec_record, train_data.num_classes, amp, compile_, peak, run, record)
+              "data_files": {"train": _fingerprint(train_data), "val": _fingerprint(val_data)}, "data_engine": engine,
+              "changes": []}
+    job = Job(o, info, model, spec_record, train_data.num_classes, amp, compile_, peak, run, record, engine=engine)
+    job.notes += [engine_note] if engine_note else []
     if t.resume and (run / "checkpoint.pt").exists():
         job.resume = open_resume(run, model, record, spec_record, allow_changes=t.resume_changed)
     if o.model.init_from and job.resume is None:   # a resumed run has its own weights

@@ -9,7 +9,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from sdpnet.data.loaders import dataset_stats, make_train_loader, make_val_loader
+from sdpnet.data.loaders import make_train_loader, make_val_loader
+from sdpnet.data.sidecar import dataset_stats
 from sdpnet.train.augment import BatchAugment
 from sdpnet.train.checkpoint import set_rng_state
 from sdpnet.train.cost import model_flops
@@ -65,7 +66,7 @@ def setup(job: Job) -> Setup:
     ema = ModelEma(model, decay=o.ema.decay, warmup=o.ema.warmup) if o.ema.enabled else None
     res_kw = dict(min_res=o.resolution.min_res, max_res=o.resolution.max_res, start_ramp=o.resolution.start_ramp,
                   end_ramp=o.resolution.end_ramp, stride=model.stride)
-    train_loader, val_loader = make_loaders(o, info, res_at(0, **res_kw))
+    train_loader, val_loader = make_loaders(o, info, res_at(0, **res_kw), engine=job.engine)
     steps_per_epoch = len(train_loader)
     lr_fn = make_lr_schedule(o.lr, job.peak_lr, steps_per_epoch, t.epochs)
     budget = None
@@ -109,18 +110,19 @@ def setup(job: Job) -> Setup:
                  rows=rows, start_epoch=start_epoch, step=step, best=best, train_time=train_time)
 
 
-def make_loaders(o: Options, info: DistInfo, res: int) -> tuple[Any, Any]:
-    """The training loader (at ``res`` px, reset each epoch) and the validation loader, of this rank's shard."""
+def make_loaders(o: Options, info: DistInfo, res: int, engine: str = "auto") -> tuple[Any, Any]:
+    """The training loader (at ``res`` px, reset each epoch) and the validation loader, of this rank's shard, read
+    by ``engine`` (ffcv, torch, or auto: --data.engine as given)."""
     d, a, t = o.data, o.augment, o.training
     train_loader = make_train_loader(d.train_path, batch_size=t.batch_size, res=res,
                                      num_workers=d.num_workers, device=info.device, distributed=info.distributed,
                                      seed=t.seed, subset=d.train_subset or None, scale=(a.scale_min, a.scale_max),
                                      ratio=(a.ratio_min, a.ratio_max), flip=a.flip, translate=a.translate,
-                                     channels_last=t.channels_last, os_cache=d.os_cache)
+                                     channels_last=t.channels_last, os_cache=d.os_cache, engine=engine)
     val_loader = make_val_loader(d.val_path, batch_size=o.validation.batch_size, res=o.validation.res,
                                  num_workers=d.num_workers, device=info.device, distributed=info.distributed,
                                  subset=d.val_subset or None, crop_ratio=o.validation.crop_ratio,
-                                 channels_last=t.channels_last, os_cache=d.os_cache)
+                                 channels_last=t.channels_last, os_cache=d.os_cache, engine=engine)
     return train_loader, val_loader
 
 
