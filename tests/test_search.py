@@ -106,7 +106,7 @@ class TestPruning:
                 marker = json.loads((folder / "pruned.json").read_text())
                 assert marker["trial"] == t.number and not (folder / "results.json").exists()
                 assert len((folder / "metrics.jsonl").read_text().splitlines()) < 4
-                assert "pruned" in r.stdout and f"| pruned |" in (out / "leaderboard.md").read_text()
+                assert "pruned" in r.stdout and "| pruned |" in (out / "leaderboard.md").read_text()
 
     def test_time_budget_steps_are_percent(self, pruned_study):
         """On a time budget the steps are percents of the budget; the steps between two epochs carry the earlier

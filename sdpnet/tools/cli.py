@@ -62,8 +62,8 @@ COMMANDS = {
                          "(see attention --help)", "attention: error: "),
     "sweep": Command("sdpnet.tools.sweep", "train a set of specs with one recipe, one run folder each (see sweep "
                      "--help)", f"{PROG} sweep: error: "),
-    "search": Command("sdpnet.tools.search", "an Optuna study over spec templates with ranges, one run folder per trial, "
-                      "pruning, several objectives, a database shared by machines (see search --help)",
+    "search": Command("sdpnet.tools.search", "an Optuna study over spec templates with ranges, one run folder per "
+                      "trial, pruning, several objectives, a database shared by machines (see search --help)",
                       f"{PROG} search: error: "),
     "compare": Command("sdpnet.tools.compare", "leaderboard, Pareto plot and curves of training runs (see compare "
                        "--help)", "sdpnet compare: error: "),

@@ -119,7 +119,8 @@ def read_run(run: str | Path, target: float | None = None, count_flops: bool = T
         "best_top1": max((_accuracy(r) for r in rows), default=math.nan),
         "time_to_target": hit if hit is not None else math.nan,
         "peak_mem_mib": results.get("peak_mem_mib", math.nan),
-        "done": bool(results), "pruned": not results and (run / "pruned.json").is_file(), "curve": [(t, r.get("epoch"), r.get("top1"), r.get("ema_top1"))
+        "done": bool(results), "pruned": not results and (run / "pruned.json").is_file(),
+        "curve": [(t, r.get("epoch"), r.get("top1"), r.get("ema_top1"))
                                          for t, r in zip(clock, rows)],
     }
 

@@ -38,19 +38,16 @@ import argparse
 import fcntl
 import json
 import math
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sdpnet.files import read_jsonl, write_json
@@ -59,29 +56,17 @@ from sdpnet.spec.space import Param, Space
 from sdpnet.spec.template import Expansion, load_expansion
 from sdpnet.tools.cli import command_main, run_command
 from sdpnet.tools.compare import read_run
+from sdpnet.tools.study import (ALIASES, HOST, OBJECTIVES, PRUNERS, SAMPLERS, WORKER, Heartbeat, SearchError, alive,
+                                counted, heartbeat_of, make_pruner, make_sampler, open_storage, redact, retry,
+                                signature, space_difference)
 from sdpnet.tools.sweep import (OWNED, RunPlan, Slot, SweepError, add_common_arguments, budget_args, check_options,
                                 finish_run, parse_args as sweep_parse_args, plan_run, point_options, run_state, slug,
                                 start_run, stop_run, visible_gpus, write_spec_file)
 
-__all__ = ["OBJECTIVES", "SearchSpace", "Design", "signature", "space_difference", "make_sampler", "make_pruner",
-           "open_storage", "main"]
+__all__ = ["Design", "SearchSpace", "Search", "plan_design", "add_arguments", "parse_args", "run", "main"]
 
 PROG = "python -m sdpnet search"
-# objective -> direction (the names of compare's leaderboard columns)
-OBJECTIVES = {"top1": "maximize", "ema_top1": "maximize", "best_top1": "maximize", "gflops": "minimize",
-              "params": "minimize", "img_per_s": "maximize", "train_s": "minimize", "peak_mem_mib": "minimize"}
-ALIASES = {"img/s": "img_per_s", "flops": "gflops"}
-SAMPLERS = ("tpe", "random", "grid", "nsga2")
-PRUNERS = ("none", "median", "sha", "hyperband")
 POLL_S = 0.5          # how often a worker reads its run's metrics.jsonl
-HOST = socket.gethostname()
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)   # the search prints its own line per trial
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-class SearchError(SweepError):
-    """A bad search command line or a study that does not fit it: printed, exit 2, nothing run."""
 
 
 # ---- the space ----------------------------------------------------------------------------------------------
@@ -210,148 +195,7 @@ def suggest_with(trial: Trial):
     return suggest
 
 
-# ---- the study: sampler, pruner, storage, signature ---------------------------------------------------------
-
-def make_sampler(name: str, space: SearchSpace, trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
-    """Optuna's sampler ``name``: TPE starts with a third of the trials at random (2 to 10), NSGA-II's generation
-    is half the trials (2 to 50), grid walks the finite space."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, trials // 3)), seed=seed,
-                                          constant_liar=True)   # workers in parallel do not all draw one design
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    return optuna.samplers.NSGAIISampler(population_size=max(2, min(50, trials // 2)), seed=seed)
-
-
-def make_pruner(name: str, steps: int) -> optuna.pruners.BasePruner:
-    """Optuna's pruner ``name`` over a run of ``steps`` steps (epochs, or 100 percent of a time budget): median
-    after 2 finished trials; successive halving and Hyperband with rungs at a ninth, a third and all of it."""
-    first = max(1, round(steps / 9))
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=steps, reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def open_storage(url: str | None, out: Path, heartbeat: int) -> optuna.storages.BaseStorage:
-    """The study's storage: ``OUT/study.journal`` (or a journal file ``url``), or a database ``url`` with
-    heartbeats every ``heartbeat`` s, a trial stale after twice that, and a stale trial retried (twice at most)."""
-    if url is None or "://" not in url:
-        path = Path(url) if url else out / "study.journal"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                                          engine_kwargs={"pool_pre_ping": True})
-    except Exception as e:   # sqlalchemy's errors: no driver, no server, bad URL
-        raise SearchError(f"--storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password."""
-    head, sep, tail = url.partition("://")
-    if sep and "@" in tail:
-        cred, _, host = tail.rpartition("@")
-        return f"{head}://{cred.split(':')[0]}:***@{host}" if ":" in cred else url
-    return url
-
-
-def signature(args: argparse.Namespace, objectives: list[str], options: dict[str, dict[str, Any]],
-              altering: set[str]) -> dict[str, Any]:
-    """What the study searches: sources, --space, --set, objectives and the training options that change a run
-    (file paths left out: each machine has its own)."""
-    opts = {k: options[k.split(".")[0]][k.split(".")[1]] for k in sorted(altering)
-            if k not in ("model.spec", "logging.folder")}
-    return {"sources": list(args.specs), "space": dict(args.space_opts), "set": list(args.set),
-            "objectives": objectives, "options": json.loads(json.dumps(opts, default=str))}
-
-
-def space_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first difference between two signatures, in words; None when they are the same."""
-    if old == new:
-        return None
-    names = {"sources": "the templates", "space": "--space", "set": "--set", "objectives": "--objectives"}
-    for key in ("sources", "space", "set", "objectives"):
-        if old.get(key) != new.get(key):
-            return f"{names[key]}: {_show(old.get(key))} in the study, {_show(new.get(key))} here"
-    o, n = old.get("options", {}), new.get("options", {})
-    for key in sorted(set(o) | set(n)):
-        if o.get(key) != n.get(key):
-            return f"--{key}: {o.get(key, '(unset)')!r} in the study, {n.get(key, '(unset)')!r} here"
-    return "the study's record differs"
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, list):
-        return " ".join(repr(x) for x in v) or "none"
-    if isinstance(v, dict):
-        return " ".join(f"{k}={x}" for k, x in v.items()) or "none"
-    return repr(v)
-
-
 # ---- trials -------------------------------------------------------------------------------------------------
-
-def counted(trials: Sequence[FrozenTrial]) -> int:
-    """Finished trials toward ``--trials``: complete, pruned, and failed on their own (a design that does not build,
-    a run that failed); not those of a worker that died or was interrupted (they are retried)."""
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in trials)
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-WORKER = {"host": HOST, "pid": os.getpid(), "start": _start_time(os.getpid())}
-
-
-def _alive(worker: dict[str, Any]) -> bool:
-    """Whether a worker of this machine still runs (the same pid, started at the same time)."""
-    return _start_time(int(worker["pid"])) == worker.get("start")
-
-
-def heartbeat_of(storage: Any) -> int | None:
-    """The storage's heartbeat interval in seconds (a database), or None (a journal file has no heartbeat)."""
-    get = getattr(storage, "get_heartbeat_interval", None)
-    return get() if get is not None else None
-
-
-class Heartbeat:
-    """Record a trial's heartbeat every ``interval`` s in a thread (a database storage), as Optuna's optimize does."""
-
-    def __init__(self, storage: Any, trial_id: int) -> None:
-        interval = heartbeat_of(storage)
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True) if interval else None
-
-    def _beat(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:   # a dropped connection: the next beat tries again
-                pass
-            self.stop.wait(self.interval)
-
-    def __enter__(self) -> "Heartbeat":
-        if self.thread:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        if self.thread:
-            self.thread.join()
-
 
 class Search:
     """The workers of one ``search`` command (one per GPU, or one on the CPU) and what they share."""
@@ -364,7 +208,9 @@ class Search:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.heartbeat = heartbeat_of(study._storage) is not None
+        self.grid = space.grid() if args.sampler == "grid" else None
         self.trained: list[int] = []
+        self.errors: list[str] = []   # tracebacks of workers that failed
 
     def say(self, line: str) -> None:
         with self.lock:
@@ -374,7 +220,7 @@ class Search:
 
     def worker(self, slot: Slot, seed: int | None) -> None:
         study = optuna.load_study(study_name=self.study.study_name, storage=self.study._storage,
-                                  sampler=make_sampler(self.args.sampler, self.space, self.args.trials, seed),
+                                  sampler=make_sampler(self.args.sampler, self.args.trials, seed, self.grid),
                                   pruner=make_pruner(self.args.pruner, self.steps))
         while not self.stop.is_set():
             self.fail_stale(study)
@@ -389,24 +235,46 @@ class Search:
             trial = study.ask()
             trial.set_user_attr("worker", WORKER)
             with Heartbeat(study._storage, trial._trial_id):
-                self.run_trial(study, trial, slot)
+                try:
+                    self.run_trial(study, trial, slot)
+                except Exception as e:   # a bug or a lost storage: fail the trial, stop this command, say why
+                    self.crash(study, trial, slot, e)
+                    return
+
+    def crash(self, study: optuna.Study, trial: Trial, slot: Slot, error: Exception) -> None:
+        """The search itself failed in a trial: end its run, fail the trial (counted: not retried), stop every worker."""
+        if slot.proc is not None:
+            stop_run(slot.proc)
+            finish_run(slot, self.out)
+        self.errors.append("".join(traceback.format_exception(error)))
+        self.stop.set()
+        try:
+            trial.set_user_attr("error", f"the search failed: {error!r}")
+            study.tell(trial, state=TrialState.FAIL)
+        except Exception:   # the storage itself is gone: the trial goes stale and is retried elsewhere
+            pass
 
     def fail_stale(self, study: optuna.Study) -> None:
         """Fail and retry the running trials of dead workers: by heartbeat (a database), or on this machine by their
         process (a journal file, which has no heartbeat)."""
         if self.heartbeat:
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             optuna.storages.fail_stale_trials(study)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if t.number in running:
+                    self.say(f"[trial {t.number}] no heartbeat for {2 * self.args.heartbeat} s: failed, and its "
+                             f"design retried")
             return
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             w = t.user_attrs.get("worker")
-            if w and w.get("host") == HOST and not _alive(w):
+            if w and w.get("host") == HOST and not alive(w):
                 try:
                     if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                         continue
                 except optuna.exceptions.UpdateFinishedTrialError:
                     continue
                 self.say(f"[trial {t.number}] its worker (pid {w['pid']}) is gone: failed, and its design retried")
-                RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+                retry(study, study._storage.get_trial(t._trial_id))
 
     def run_trial(self, study: optuna.Study, trial: Trial, slot: Slot) -> None:
         n = trial.number
@@ -456,6 +324,9 @@ class Search:
             self.say(f"[trial {n}] {plan.name}: trained before, {self.describe(values)}")
             return
         how = f"resume after epoch {epochs}" if state == "partial" else "start"
+        retried = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        if retried is not None:
+            how += f" (retrying trial {retried})"
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         where = f" on GPU {slot.gpu}" if slot.gpu is not None else ""
         self.say(f"[trial {n}] {how} {plan.name}{where}: {plan.canonical}" + (f"  ({params})" if params else ""))
@@ -532,7 +403,7 @@ class Search:
         """An interrupted trial: FAIL (not counted), its design queued again, so the same command resumes it."""
         trial.set_user_attr("interrupted", why)
         study.tell(trial, state=TrialState.FAIL)
-        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, study._storage.get_trial(trial._trial_id))
+        retry(study, study._storage.get_trial(trial._trial_id), max_retry=None)
 
     def values(self, folder: Path) -> list[float]:
         row = read_run(folder, count_flops=True)
@@ -704,9 +575,9 @@ def run(args: argparse.Namespace) -> int:
     if old is None:
         study.set_user_attr("space", sig)
     elif (diff := space_difference(old, sig)) is not None:
-        raise SearchError(f"the study {study_name!r} ({redact(args.storage) if args.storage else out / 'study.journal'})"
-                          f" searches another space: {diff}; run its own command to continue it, or give a new --study "
-                          f"or --out")
+        where = redact(args.storage) if args.storage else out / "study.journal"
+        raise SearchError(f"the study {study_name!r} ({where}) searches another space: {diff}; run its own command to "
+                          f"continue it, or give a new --study or --out")
     if [d.name.lower() for d in study.directions] != directions:
         raise SearchError(f"the study {study_name!r} has directions {[d.name.lower() for d in study.directions]}, "
                           f"--objectives asks for {directions}")
@@ -734,6 +605,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted; run the same command again to continue (finished trials are kept, the "
               f"interrupted one resumes from its last epoch)", file=sys.stderr)
         return 130
+    if search.errors:
+        for e in search.errors:
+            print(e, file=sys.stderr, end="")
+        print(f"{PROG}: the search failed (above); its trial is marked failed, the others are kept", file=sys.stderr)
+        return 1
     trials = study.get_trials(deepcopy=False)
     return finish(study, trials, out, args, len(search.trained), time.perf_counter() - t0)
 
