@@ -59,7 +59,7 @@ class Param:
 
     def describe(self) -> str:
         """``one of DWC5, DWC7, CM7`` or ``an int in [32, 128], log scale``, for the dry run."""
-        when = " (when its alternative is chosen)" if self.conditional else ""
+        when = " (asked only when chosen)" if self.conditional else ""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices) + when
         low, high = (int(self.low), int(self.high)) if self.kind == "int" else (self.low, self.high)

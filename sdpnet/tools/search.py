@@ -211,6 +211,7 @@ class Search:
         self.grid = space.grid() if args.sampler == "grid" else None
         self.trained: list[int] = []
         self.errors: list[str] = []   # tracebacks of workers that failed
+        self.deadline = time.monotonic() + 60 * args.timeout if args.timeout is not None else None
 
     def say(self, line: str) -> None:
         with self.lock:
@@ -228,6 +229,10 @@ class Search:
             done = counted(trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             if done >= self.args.trials:
+                return
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.say(f"search: --timeout {self.args.timeout:g} min is up; {done} of {self.args.trials} trials "
+                         f"finished (the same command continues)")
                 return
             if done + running >= self.args.trials:   # the last trials are running elsewhere: wait for them
                 self.stop.wait(max(POLL_S, self.args.heartbeat / 2))
@@ -467,6 +472,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pruner", choices=PRUNERS, default="none", help="stop trials that fall behind (default: none)")
     ap.add_argument("--objectives", default="top1", metavar="A,B",
                     help=f"what to optimise, from compare's columns: {', '.join(OBJECTIVES)} (default: top1)")
+    ap.add_argument("--timeout", type=float, default=None, metavar="M",
+                    help="start no trial after M minutes of this command (the running ones finish)")
     ap.add_argument("--storage", default=None, metavar="URL",
                     help="the study's storage: a database URL (postgresql://user@host/db) shared by machines, or a "
                          "journal file (default: OUT/study.journal)")
@@ -509,6 +516,8 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         raise SearchError(f"--trials {args.trials}: expected at least 1")
     if args.trials is None and args.sampler != "grid" and not args.dry_run:
         raise SearchError("--trials N is needed (how many finished trials the study should have)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise SearchError(f"--timeout {args.timeout:g}: expected minutes > 0")
     if args.heartbeat < 1:
         raise SearchError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
     return args
