@@ -16,7 +16,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from sdpnet.tools.search import counted
+from sdpnet.tools.search import SearchSpace
+from sdpnet.tools.study import counted, space_difference
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = str(REPO / "tests" / "data" / "fake_train.py")
@@ -164,6 +165,43 @@ class TestObjectives:
         r = sdpnet_cli("search", "P4(d={16..}})-ENC-LIN", *fake_data, "--trials", "2", "--out", str(out))
         assert r.returncode == 2 and "has no high end" in r.stderr
         assert not out.exists()
+
+
+class TestSpace:
+    def test_several_sources(self):
+        """Several templates: ``design`` chooses one, and only its parameters are asked."""
+        space = SearchSpace(["P4-ENCx{1,2}", "P4-DWC{3,7}"], {"lr.lr": "{0.001..0.01:log}"})
+        assert [p.name for p in space.params] == ["design", "[1]{1,2}@7", "[2]{3,7}@6", "lr.lr"]
+        asked = []
+
+        def pick(p):
+            asked.append(p.name)
+            return {"design": "P4-DWC{3,7}", "[2]{3,7}@6": "7", "lr.lr": 0.00123456}[p.name]
+        design = space.sample(pick)
+        assert design.expansion.text == "P4-DWC7" and design.point == {"lr.lr": "0.001235"}
+        assert asked == ["design", "lr.lr", "[2]{3,7}@6"] and space.size() is None
+
+    def test_difference_in_words(self):
+        """A changed space is named by its first difference."""
+        old = {"sources": ["A"], "space": {}, "set": [], "objectives": ["top1"], "options": {"lr.lr": 0.003}}
+        assert space_difference(old, old) is None
+        new = {**old, "space": {"dim": "{32,64}"}}
+        assert space_difference(old, new) == "--space: none in the study, dim={32,64} here"
+        assert space_difference(old, {**old, "options": {"lr.lr": 0.01}}) == "--lr.lr: 0.003 in the study, 0.01 here"
+
+    def test_training_option_in_the_space(self, fake_data, tmp_path):
+        """--space over a training option: each trial's run gets its value (and its own folder)."""
+        out = tmp_path / "lr"
+        r = sdpnet_cli("search", "P4(d=16)+CLS1-ENC(h=2)-LIN", *fake_data, "--space", "lr.lr={0.001..0.01:log}",
+                       "--trials", "2", "--sampler", "random", "--seed", "0", "--budget.epochs=1", "--out", str(out),
+                       env={"FAKE_EPOCH_S": "0.05"})
+        assert r.returncode == 0, r.stderr[-3000:]
+        trials = journal(out).trials
+        assert len({t.user_attrs["run"] for t in trials}) == 2
+        for t in trials:
+            argv = json.loads((out / t.user_attrs["run"] / "config.json").read_text())["argv"]
+            value = t.user_attrs["point"]["lr.lr"]
+            assert f"--lr.lr={value}" in argv and float(value) == pytest.approx(t.params["lr.lr"], rel=1e-3)
 
 
 class TestKilled:
