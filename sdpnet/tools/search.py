@@ -266,7 +266,7 @@ class Search:
             running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             optuna.storages.fail_stale_trials(study)
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-                if t.number in running:
+                if t.number in running and not {"error", "interrupted"} & set(t.user_attrs):
                     self.say(f"[trial {t.number}] no heartbeat for {2 * self.args.heartbeat} s: failed, and its "
                              f"design retried")
             return
@@ -364,8 +364,14 @@ class Search:
             self.say(f"[trial {n}] {line}")
             return
         values = self.values(folder)
-        study.tell(trial, values if not single else values[0])
         self.trained.append(n)
+        if any(math.isnan(v) for v in values):   # Optuna takes no NaN: say which objective the run lacks
+            missing = [o for o, v in zip(self.objectives, values) if math.isnan(v)]
+            trial.set_user_attr("error", f"the run records no {', '.join(missing)}")
+            study.tell(trial, state=TrialState.FAIL)
+            self.say(f"[trial {n}] {line}; FAILED: the run records no {', '.join(missing)}")
+            return
+        study.tell(trial, values if not single else values[0])
         self.say(f"[trial {n}] {line}; {self.describe(values)}")
 
     def step(self, row: dict[str, Any]) -> int:

@@ -135,7 +135,6 @@ def _show(v: Any) -> str:
     return repr(v)
 
 
-
 def counted(trials: Sequence[FrozenTrial]) -> int:
     """Finished trials toward ``--trials``: complete, pruned, and failed on their own (a design that does not build,
     a run that failed); not those of a worker that died or was interrupted (they are retried)."""
@@ -190,8 +189,6 @@ class Heartbeat:
         self.stop.set()
         if self.thread:
             self.thread.join()
-
-
 
 
 def retry(study: optuna.Study, trial: FrozenTrial, max_retry: int | None = 2) -> None:
