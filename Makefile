@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-APT_PKGS := libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
+# postgresql: the server tests/test_search_pg.py starts (a study shared by two search workers)
+APT_PKGS := libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist postgresql
 DATA := data/fashion_mnist
 PYTEST_ARGS ?=
 

@@ -72,6 +72,8 @@ ALLOWED_LAZY: tuple[tuple[str, str, str], ...] = (
                                            "the other tables come from the torch-free registry"),
     ("sdpnet.tools.compare", "sdpnet.models", "torch (2 s): only to count the FLOPs of older runs whose "
                                               "results.json lacks them; a leaderboard of newer runs needs no torch"),
+    ("sdpnet.train.tracking", "torch.utils.tensorboard", "tensorboard (1.5 s): only --logging.tensorboard=1 needs "
+                                                         "it, and it is optional"),
     ("sdpnet.tools.sweep", "torch", "torch (2 s): only to count GPUs when neither --gpus nor CUDA_VISIBLE_DEVICES "
                                     "names them; a sweep's runs are subprocesses"),
 )

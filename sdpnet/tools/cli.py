@@ -1,5 +1,6 @@
 """Command line: ``python -m sdpnet parse SPEC``, ``blocks``, ``docs``, ``summary ...``, ``plot ...``,
-``sweep ...`` (train a set of specs with one recipe) and ``compare ...`` (a leaderboard over runs).
+``sweep ...`` (train a set of specs with one recipe), ``search ...`` (an Optuna study over templates) and
+``compare ...`` (a leaderboard over runs).
 After training: ``evaluate``, ``predict``, ``export`` and ``attention`` on a run folder (each with ``--help``).
 
 A bad spec prints the error (with the caret under the offending text) and exits with status 2.
@@ -61,6 +62,9 @@ COMMANDS = {
                          "(see attention --help)", "attention: error: "),
     "sweep": Command("sdpnet.tools.sweep", "train a set of specs with one recipe, one run folder each (see sweep "
                      "--help)", f"{PROG} sweep: error: "),
+    "search": Command("sdpnet.tools.search", "an Optuna study over spec templates with ranges, one run folder per "
+                      "trial, pruning, several objectives, a database shared by machines (see search --help)",
+                      f"{PROG} search: error: "),
     "compare": Command("sdpnet.tools.compare", "leaderboard, Pareto plot and curves of training runs (see compare "
                        "--help)", "sdpnet compare: error: "),
 }

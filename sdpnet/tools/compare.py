@@ -6,12 +6,13 @@ GFLOPs (of one image at the validation resolution, as ``python -m sdpnet summary
 training throughput, epochs, training time, final top-1 and EMA top-1, the best top-1 of any epoch
 (model or EMA) and the training time at which a target accuracy was first reached (``--target``).
 Runs are read from their files only: ``results.json`` when the run finished, else ``metrics.jsonl``
-(the run is marked unfinished); a run without FLOPs in its results (older runs) has them counted
-from its ``spec.json``.
+(the run is marked unfinished, or pruned when a search stopped it: ``pruned.json``); a run without
+FLOPs in its results (older runs) has them counted from its ``spec.json``.
 
-Writes ``leaderboard.csv``, ``leaderboard.md``, ``pareto.png`` (the chosen accuracy against GFLOPs and
-against training time, the Pareto front marked) and ``curves.png`` (validation top-1 of every run
-against training time and against epochs) to ``--out``.
+Writes ``leaderboard.csv``, ``leaderboard.md``, ``pareto.png`` (the chosen accuracy against GFLOPs, against
+training time and against training throughput, the Pareto front of the finished runs marked, pruned runs
+grey) and ``curves.png`` (validation top-1 of every run against training time and against epochs) to
+``--out``.
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def read_run(run: str | Path, target: float | None = None, count_flops: bool = T
         "best_top1": max((_accuracy(r) for r in rows), default=math.nan),
         "time_to_target": hit if hit is not None else math.nan,
         "peak_mem_mib": results.get("peak_mem_mib", math.nan),
-        "done": bool(results), "curve": [(t, r.get("epoch"), r.get("top1"), r.get("ema_top1"))
+        "done": bool(results), "pruned": not results and (run / "pruned.json").is_file(),
+        "curve": [(t, r.get("epoch"), r.get("top1"), r.get("ema_top1"))
                                          for t, r in zip(clock, rows)],
     }
 
@@ -158,6 +160,12 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def _cells(row: Any, columns: Sequence[str]) -> list[str]:
+    """A row's cells; a run a search pruned says so in the done column."""
+    return [f"`{row[c]}`" if c == "spec" else "pruned" if c == "done" and row.get("pruned") else _cell(c, row[c])
+            for c in columns]
+
+
 def table_columns(df: pd.DataFrame, target: float | None) -> list[str]:
     """The columns shown: all, without the target column when no target was given or peak memory when none."""
     cols = [c for c in COLUMNS if c in df.columns]
@@ -175,34 +183,41 @@ def to_markdown(df: pd.DataFrame, columns: Sequence[str], target: float | None =
     align = ["---" if c in ("run", "spec", "done") else "---:" for c in columns]
     lines = ["| # | " + " | ".join(heads) + " |", "|---:|" + "|".join(align) + "|"]
     for rank, (_, row) in enumerate(df.iterrows(), 1):
-        cells = [f"`{row[c]}`" if c == "spec" else _cell(c, row[c]) for c in columns]
+        cells = _cells(row, columns)
         lines.append(f"| {rank} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_text(df: pd.DataFrame, columns: Sequence[str]) -> str:
     """An aligned plain-text table of ``columns`` (long specs shortened) for the terminal."""
-    show = pd.DataFrame({COLUMNS[c]: [_cell(c, v) if c != "spec" else (v if len(v) <= 60 else v[:57] + "...")
-                                      for v in df[c]] for c in columns})
+    show = pd.DataFrame([[cell if c != "spec" else (row[c] if len(row[c]) <= 60 else row[c][:57] + "...")
+                          for c, cell in zip(columns, _cells(row, columns))] for _, row in df.iterrows()],
+                        columns=[COLUMNS[c] for c in columns])
     show.index = range(1, len(show) + 1)
     return show.to_string()
 
 
 def plot_pareto(df: pd.DataFrame, out: Path, metric: str = "top1") -> Path:
-    """``metric`` against GFLOPs and against training time, one point per run, the Pareto front joined."""
+    """``metric`` against GFLOPs, training time and throughput, one point per run, the finished runs' Pareto front
+    joined (fewer GFLOPs, less time, more img/s are better); runs a search pruned are grey crosses."""
     import matplotlib   # matplotlib: optional, imported only to draw (--no-plots needs none)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, axes = plt.subplots(1, 3, figsize=(20, 5.5))
     score = [100 * v if v is not None else math.nan for v in df[metric]]
-    for ax, key, label in ((axes[0], "gflops", "GFLOPs per image (validation resolution)"),
-                           (axes[1], "train_s", "training time (s)")):
+    pruned = [bool(p) for p in df["pruned"]] if "pruned" in df else [False] * len(df)
+    for ax, key, label, sign in ((axes[0], "gflops", "GFLOPs per image (validation resolution)", 1),
+                                 (axes[1], "train_s", "training time (s)", 1),
+                                 (axes[2], "img_per_s", "training throughput (img/s)", -1)):
         cost = [float(v) if v is not None else math.nan for v in df[key]]
-        front = pareto_front(cost, score)
-        rest = [i for i in range(len(df)) if i not in front]
+        front = pareto_front([sign * c if not pruned[i] else math.nan for i, c in enumerate(cost)], score)
+        rest = [i for i in range(len(df)) if i not in front and not pruned[i]]
         ax.scatter([cost[i] for i in rest], [score[i] for i in rest], color="tab:blue", label="run")
+        cut = [i for i in range(len(df)) if pruned[i]]
+        if cut:
+            ax.scatter([cost[i] for i in cut], [score[i] for i in cut], color="0.6", marker="x", label="pruned")
         ax.plot([cost[i] for i in front], [score[i] for i in front], "o-", color="tab:red", label="Pareto front")
         for i in range(len(df)):
             if not (math.isnan(cost[i]) or math.isnan(score[i])):

@@ -48,7 +48,9 @@ from sdpnet.train.config import ConfigError, altering_keys, options_dict
 from sdpnet.train.options import read_options
 from sdpnet.tools.cli import UsageError, command_main, run_command
 
-__all__ = ["RunPlan", "SweepError", "collect_specs", "grid_points", "plan_runs", "run_state", "run_sweep", "main"]
+__all__ = ["RunPlan", "SweepError", "Slot", "collect_specs", "grid_points", "point_options", "plan_run", "plan_runs",
+           "run_state", "run_sweep", "start_run", "finish_run", "stop_run", "write_spec_file", "add_arguments",
+           "add_common_arguments", "parse_args", "budget_args", "slug", "main"]
 
 REPO = Path(__file__).resolve().parents[2]   # the source checkout: train_ffcv.py
 PROG = "python -m sdpnet sweep"
@@ -91,7 +93,7 @@ class RunPlan:
 
 
 @dataclass
-class _Slot:
+class Slot:
     """A place a run can go: one GPU (its id) or the CPU (None)."""
 
     gpu: str | None
@@ -149,7 +151,7 @@ def collect_specs(sources: Sequence[str], hparams: dict[str, Any], check: bool =
             for ex in expansions:
                 try:
                     model = load_expansion(ex, check, **hparams)
-                    out.append((_slug(ex.text), model, f"template {src}"))
+                    out.append((slug(ex.text), model, f"template {src}"))
                 except SpecError as e:   # the same place in the template once, not once per expansion
                     if (e.message.split(" in the expansion ")[0], e.col) not in seen:
                         seen.add((e.message.split(" in the expansion ")[0], e.col))
@@ -160,11 +162,11 @@ def collect_specs(sources: Sequence[str], hparams: dict[str, Any], check: bool =
             except SpecError as e:
                 errors.append(f"spec {src!r}: {e}")
                 continue
-            out.append((model.name or _slug(str(model.arch)), model, src))
+            out.append((model.name or slug(str(model.arch)), model, src))
     return out, errors
 
 
-def _slug(text: str, width: int = 40) -> str:
+def slug(text: str, width: int = 40) -> str:
     """A file-name-safe short form of a spec string or a grid value."""
     s = SLUG.sub("_", re.sub(r"[()\[\]=]", "", text)).strip("_")
     return s if len(s) <= width else s[:width].rstrip("_.+-")
@@ -220,6 +222,39 @@ def run_key(model: ModelSpec, options: dict[str, dict[str, Any]], altering: set[
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def point_options(point: dict[str, str], base_args: Sequence[str]
+                  ) -> tuple[list[str], dict[str, Any], dict[str, dict[str, Any]], set[str], dict[str, Any]]:
+    """One grid point's (or trial's) training arguments, spec hyperparameters, checked options, altering keys and
+    data facts; raises SweepError naming every problem."""
+    train_args = [f"--{k}={v}" for k, v in point.items() if "." in k]
+    try:
+        spec_hp = dict(parse_override(f"{k}={v}") for k, v in point.items() if "." not in k)
+    except SpecError as e:
+        raise SweepError(f"--grid: {e}") from None
+    argv = [*base_args, *train_args]
+    try:
+        options, altering = check_options(["--model.spec=sweep", *argv])
+        facts = data_facts(options)
+    except SweepError as e:
+        where = " with " + " ".join(f"{k}={v}" for k, v in point.items()) if point else ""
+        raise SweepError(*[f"training options{where}: {p}" for p in e.problems]) from None
+    return argv, spec_hp, options, altering, facts
+
+
+def plan_run(label: str, model: ModelSpec, source: str, point: dict[str, str], argv: Sequence[str],
+             options: dict[str, dict[str, Any]], altering: set[str]) -> RunPlan:
+    """The run of one spec at one grid point: its folder name and key; SweepError if the validation resolution
+    does not fit the model's stride."""
+    plan = resolve(model)
+    res = options["validation"]["res"]
+    if res % plan.stride:
+        raise SweepError(f"{source}: --validation.res={res} is not a multiple of the model's stride {plan.stride} "
+                         f"({model.arch})")
+    key = run_key(model, options, altering)
+    suffix = "".join(f"-{slug(k.rsplit('.', 1)[-1] + v, 16)}" for k, v in point.items())
+    return RunPlan(f"{slug(label)}{suffix}-{key}", model, source, dict(point), tuple(argv), key)
+
+
 def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[dict[str, str]],
               base_args: Sequence[str]) -> list[RunPlan]:
     """Every run of the sweep, checked: specs parse and resolve with the data, every option is valid.
@@ -229,33 +264,20 @@ def plan_runs(sources: Sequence[str], hparams: dict[str, Any], grid: Sequence[di
     errors: list[str] = []
     plans: dict[str, RunPlan] = {}
     for point in grid:
-        train_args = [f"--{k}={v}" for k, v in point.items() if "." in k]
         try:
-            spec_hp = dict(parse_override(f"{k}={v}") for k, v in point.items() if "." not in k)
-        except SpecError as e:
-            errors.append(f"--grid: {e}")
-            continue
-        argv = [*base_args, *train_args]
-        try:
-            options, altering = check_options(["--model.spec=sweep", *argv])
-            facts = data_facts(options)
+            argv, spec_hp, options, altering, facts = point_options(point, base_args)
         except SweepError as e:
-            where = " with " + " ".join(f"{k}={v}" for k, v in point.items()) if point else ""
-            errors += [f"training options{where}: {p}" for p in e.problems]
+            errors += e.problems
             continue
         specs, spec_errors = collect_specs(sources, {**hparams, **spec_hp, **facts})
         errors += [e for e in spec_errors if e not in errors]
         for label, model, source in specs:
-            plan = resolve(model)
-            if facts["img_size"] % plan.stride:
-                errors.append(f"{source}: --validation.res={facts['img_size']} is not a multiple of the model's "
-                              f"stride {plan.stride} ({model.arch})")
+            try:
+                plan = plan_run(label, model, source, point, argv, options, altering)
+            except SweepError as e:
+                errors += e.problems
                 continue
-            key = run_key(model, options, altering)
-            suffix = "".join(f"-{_slug(k.rsplit('.', 1)[-1] + v, 16)}" for k, v in point.items())
-            name = f"{_slug(label)}{suffix}-{key}"
-            if name not in plans:   # the same spec from two sources: one run
-                plans[name] = RunPlan(name, model, source, dict(point), tuple(argv), key)
+            plans.setdefault(plan.name, plan)   # the same spec from two sources: one run
     if errors:
         raise SweepError(*errors)
     if not plans:
@@ -298,7 +320,7 @@ def visible_gpus(request: str) -> list[str | None]:
     return [str(i) for i in range(torch.cuda.device_count())] or [None]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGTERM when the sweep dies (even by SIGKILL), so no run trains on unsupervised."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
@@ -316,7 +338,7 @@ def _pump(proc: subprocess.Popen, log: Any, name: str, echo: bool) -> None:
                 print(f"[{name}] {text}", flush=True)
 
 
-def _start(slot: _Slot, plan: RunPlan, out: Path, script: Path, resumed: bool, echo: bool) -> None:
+def start_run(slot: Slot, plan: RunPlan, out: Path, script: Path, resumed: bool, echo: bool) -> None:
     folder = out / plan.name
     folder.mkdir(parents=True, exist_ok=True)
     spec_file = out / "specs" / f"{plan.name}.json"
@@ -328,13 +350,13 @@ def _start(slot: _Slot, plan: RunPlan, out: Path, script: Path, resumed: bool, e
     slot.log = open(folder / "train.log", "ab")
     slot.log.write(f"\n$ {' '.join(cmd)}\n".encode())
     slot.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=die_with_parent)
     slot.plan, slot.started, slot.resumed = plan, time.perf_counter(), resumed
     slot.pump = threading.Thread(target=_pump, args=(slot.proc, slot.log, plan.name, echo), daemon=True)
     slot.pump.start()
 
 
-def _finish(slot: _Slot, out: Path) -> tuple[RunPlan, int, str]:
+def finish_run(slot: Slot, out: Path) -> tuple[RunPlan, int, str]:
     slot.pump.join()
     slot.log.close()
     plan, rc = slot.plan, slot.proc.returncode
@@ -361,7 +383,7 @@ def run_sweep(plans: Sequence[RunPlan], out: Path, script: Path, slots: list[str
             print(f"[{i}/{len(plans)}] skip {plan.name}: done ({epochs} epochs)", flush=True)
         else:
             todo.append((i, plan, state, epochs))
-    pool = [_Slot(g) for g in slots]
+    pool = [Slot(g) for g in slots]
     finished, failed = [], []
     try:
         while todo or any(s.proc for s in pool):
@@ -371,23 +393,23 @@ def run_sweep(plans: Sequence[RunPlan], out: Path, script: Path, slots: list[str
                     how = f"resume after epoch {epochs}" if state == "partial" else "start"
                     where = f" on GPU {slot.gpu}" if slot.gpu is not None else ""
                     print(f"[{i}/{len(plans)}] {how} {plan.name}{where}: {plan.canonical}", flush=True)
-                    _start(slot, plan, out, script, state == "partial", echo)
+                    start_run(slot, plan, out, script, state == "partial", echo)
             time.sleep(0.2)
             for slot in pool:
                 if slot.proc is not None and slot.proc.poll() is not None:
-                    plan, rc, line = _finish(slot, out)
+                    plan, rc, line = finish_run(slot, out)
                     print(line, flush=True)
                     (finished if rc == 0 else failed).append(plan.name)
     except KeyboardInterrupt:   # a terminal's Ctrl-C reaches the runs too; a `kill -INT` of the sweep does not
         for slot in pool:
             if slot.proc is not None:
-                _stop(slot.proc)
-                _finish(slot, out)
+                stop_run(slot.proc)
+                finish_run(slot, out)
         raise
     return finished, failed
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_run(proc: subprocess.Popen) -> None:
     """Let a run end as after Ctrl-C (it keeps its last saved epoch); kill it if it does not within a minute."""
     for sig, wait in ((None, 5), (signal.SIGINT, 60), (signal.SIGKILL, None)):
         if sig is not None and proc.poll() is None:
@@ -428,12 +450,27 @@ def write_manifest(out: Path, plans: Sequence[RunPlan], argv: Sequence[str]) -> 
                         "args": list(p.args)}
     commands = [*old.get("commands", []), {"argv": list(argv), "time": time.strftime("%Y-%m-%d %H:%M:%S")}]
     write_json(path, {"runs": runs, "commands": commands})
-    (out / "specs").mkdir(exist_ok=True)
     for p in plans:
-        write_json(out / "specs" / f"{p.name}.json", {**p.model.to_json(), "name": p.name})
+        write_spec_file(out, p)
+
+
+def write_spec_file(out: Path, plan: RunPlan) -> Path:
+    """``OUT/specs/NAME.json``: the spec file the run trains (``--model.spec``)."""
+    (out / "specs").mkdir(exist_ok=True)
+    path = out / "specs" / f"{plan.name}.json"
+    write_json(path, {**plan.model.to_json(), "name": plan.name})
+    return path
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
+    add_common_arguments(ap, "runs/sweep", "the sweep folder")
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="run every value: a training option (lr.lr=0.001,0.003) or a spec hyperparameter (dim=64,128)")
+    ap.add_argument("--dry-run", action="store_true", help="check and list the runs, run nothing")
+
+
+def add_common_arguments(ap: argparse.ArgumentParser, out: str, what: str) -> None:
+    """The options sweep and search share: specs, training options, budget, folder, GPUs, script, output."""
     ap.allow_abbrev = False   # --budget.e is not --budget.epochs: unknown options pass through to train_ffcv.py
     ap.epilog = (f"{ap.epilog}\n\n" if ap.epilog else "") + ("Training options: -C FILE and --section.key=value, as "
                                                              "train_ffcv.py takes them (python train_ffcv.py --help).")
@@ -442,16 +479,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="train_ffcv.py config file (YAML), several in order")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a spec hyperparameter for every spec (e.g. --set dim=64)")
-    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                    help="run every value: a training option (lr.lr=0.001,0.003) or a spec hyperparameter (dim=64,128)")
     ap.add_argument("--budget.epochs", dest="budget_epochs", type=int, default=None, metavar="N",
                     help="train every run N epochs (sets --training.epochs)")
     ap.add_argument("--budget.minutes", dest="budget_minutes", type=float, default=None, metavar="M",
                     help="train every run M minutes of training time, the lr schedule laid over them")
-    ap.add_argument("--out", default="runs/sweep", help="the sweep folder (default: runs/sweep)")
+    ap.add_argument("--out", default=out, help=f"{what} (default: {out})")
     ap.add_argument("--gpus", default="auto", help="auto (every visible GPU, else the CPU), cpu, or ids such as 0,1")
     ap.add_argument("--script", default=str(REPO / "train_ffcv.py"), help="the training script (train_ffcv.py)")
-    ap.add_argument("--dry-run", action="store_true", help="check and list the runs, run nothing")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch lines from the runs (they stay in train.log)")
 
 
@@ -481,12 +515,17 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+def budget_args(args: argparse.Namespace) -> list[str]:
+    """The training options of ``--budget.epochs`` / ``--budget.minutes``."""
+    return ([f"--training.epochs={args.budget_epochs}"] if args.budget_epochs is not None else
+            [f"--budget.minutes={args.budget_minutes:g}"] if args.budget_minutes is not None else [])
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``sweep`` command; exit status 0 (all runs done), 1 (a run failed), 2 (refused), 130 (interrupted)."""
     hparams = dict(parse_override(s) for s in args.set)
     grid = grid_points(args.grid)
-    budget = ([f"--training.epochs={args.budget_epochs}"] if args.budget_epochs is not None else
-              [f"--budget.minutes={args.budget_minutes:g}"] if args.budget_minutes is not None else [])
+    budget = budget_args(args)
     _, errors = collect_specs(args.specs, hparams, check=False)   # parse errors at once, before importing torch
     if errors:
         raise SweepError(*errors)

@@ -21,6 +21,7 @@ from sdpnet.train.results import write_results
 from sdpnet.train.run_folder import commit, saved
 from sdpnet.train.schedule import TimeBudget
 from sdpnet.train.setup import Setup, setup
+from sdpnet.train.tracking import Tracker, open_tracker
 from sdpnet.train.validate import evaluate
 
 __all__ = ["train", "train_epoch"]
@@ -33,6 +34,22 @@ def train(job: Job) -> int:
     budget = s.budget
     last_epoch = t.epochs if budget is None else 10 ** 9   # with a time budget: until the time is spent
     last_epoch = min(last_epoch, t.stop_after) if t.stop_after else last_epoch
+    tracker = (open_tracker(job.run, job.record, job.spec_record["canonical"], fresh=s.start_epoch == 0)
+               if o.logging.tensorboard and info.is_main else None)
+    try:
+        _epochs(job, s, last_epoch, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    finished = budget.done if budget is not None else last_epoch == t.epochs
+    if info.is_main and finished:
+        write_results(job, s)
+    return 0
+
+
+def _epochs(job: Job, s: Setup, last_epoch: int, tracker: Tracker | None) -> None:
+    """Train, validate and save every epoch from ``s.start_epoch`` until ``last_epoch`` or the time budget."""
+    o, info, t, budget = job.opts, job.info, job.opts.training, s.budget
     for epoch in range(s.start_epoch, last_epoch):
         if budget is not None and budget.done:
             break
@@ -59,11 +76,9 @@ def train(job: Job) -> int:
         if dump is not None:
             dump_rank(job.run, info, epoch, order, dump, s.model)
         save_epoch(job, s, epoch)
+        if tracker is not None:
+            tracker.epoch(s.rows[-1])
         barrier()
-    finished = budget.done if budget is not None else last_epoch == t.epochs
-    if info.is_main and finished:
-        write_results(job, s)
-    return 0
 
 
 def train_epoch(model, loader, opt, ema, aug, mix, criterion, lr_fn, step: int, *, epoch: int, amp: bool,

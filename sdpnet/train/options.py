@@ -148,6 +148,8 @@ class Logging:
     log_interval: int = option(50, "steps between progress-bar updates and loss checks (one host sync each)",
                                ge=1, alters=False)
     progress: bool = option(True, "show a progress bar per epoch", alters=False)
+    tensorboard: bool = option(False, "also write TensorBoard event files in the run folder (per-epoch scalars, lr, "
+                                      "img/s, the hyperparameters and the spec)", alters=False)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sdpnet.spec import SpecError, load_spec
 from sdpnet.train.config import options_dict
 from sdpnet.train.dist import DistInfo, init_distributed
 from sdpnet.train.errors import UsageError
+from sdpnet.train.tracking import tensorboard_missing
 from sdpnet.train.finetune import freeze_stem, init_from
 from sdpnet.train.options import Options, Training
 from sdpnet.train.precision import autocast_on
@@ -70,6 +71,8 @@ def prepare(o: Options) -> Job:
         if subset > data.num_samples:
             raise UsageError(f"--data.{key}={subset} is more than the {data.num_samples} samples of {data.path}; "
                              f"use at most {data.num_samples} (0: all)")
+    if o.logging.tensorboard and tensorboard_missing():
+        raise UsageError(tensorboard_missing())
     device, amp, compile_ = resolve_speed(t)
     info = init_distributed(device)
     samples = (d.train_subset or train_data.num_samples) // info.world_size
