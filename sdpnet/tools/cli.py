@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sdpnet.files import os_error_text
+from sdpnet.plugins import load_plugins
 from sdpnet.spec import SpecError
 # The one usage error of the package (train_ffcv.py's too): bad input, one line, exit status 2. The tools raise it
 # for a run or weights file that cannot be opened and for options that do not fit; torch-free.
@@ -78,9 +79,13 @@ def run_command(name: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description, epilog=epilog or None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    parser.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="load a plugin (module or .py file) that registers blocks; repeatable; also "
+                             "SDPNET_PLUGINS and installed entry points of group sdpnet.plugins")
     parse = getattr(module, "parse_args", None)
     try:
         args = parse(parser, list(argv)) if parse else parser.parse_args(list(argv))
+        load_plugins(args.plugins)
         return module.run(args)
     except (SpecError, ValueError, FileNotFoundError) as e:   # bad input; UsageError is a ValueError
         # one line per problem (an error with ``problems`` has several); carets and hints follow a problem's first line
