@@ -63,3 +63,21 @@ def load_plugins(names: list[str] = (), *, env: bool = True, entry_points: bool 
             _load_one(name)
             done.append(name)
     return done
+
+
+def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--import X`` / ``--import=X`` taken out of ``argv`` (for train_ffcv.py, whose options are fastargs'):
+    returns (plugins, the other arguments). A .py file is recorded by its absolute path."""
+    plugins, rest, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--import":
+            value = next(it, None)
+            if value is None:
+                raise ValueError("--import needs a MODULE or a FILE.py")
+        elif arg.startswith("--import="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+            continue
+        plugins.append(str(Path(value).resolve()) if value.endswith(".py") else value)
+    return plugins, rest

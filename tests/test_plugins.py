@@ -100,3 +100,25 @@ def test_installed_entry_point(tmp_path):
         pytest.skip(f"pip cannot build here: {pip.stderr[-300:]}")
     r = sdpnet("parse", SPEC, env={"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"})
     assert r.returncode == 0, r.stderr
+
+
+def test_train_records_and_evaluate_reloads(fashion_mnist_betons: Path, tmp_path: Path, plugin_file: Path):
+    """``train_ffcv.py --import FILE`` trains a spec naming the plugin's block and records it in config.json;
+    ``evaluate`` loads it again from the record, and says in one line which plugin is missing once it is gone."""
+    import json
+    d, run = fashion_mnist_betons, tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SDPNET_PLUGINS", None)
+    res = subprocess.run([sys.executable, "train_ffcv.py", "--import", str(plugin_file), "--spec",
+                          "P4(d=16)-PLUG-ENC+CLS5", "-C", "configs/fashion_mnist.yaml",
+                          f"--data.train_path={d / 'train.beton'}", f"--data.val_path={d / 'val.beton'}",
+                          "--data.train_subset=256", "--data.val_subset=128", "--training.epochs=1",
+                          "--logging.progress=0", f"--logging.folder={run}"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["plugins"] == [str(plugin_file.resolve())]
+    r = sdpnet("evaluate", str(run))
+    assert r.returncode == 0, r.stderr
+    plugin_file.unlink()
+    r = sdpnet("evaluate", str(run))
+    assert r.returncode == 2 and "my_blocks.py" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
