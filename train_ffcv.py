@@ -24,6 +24,7 @@ import sys
 
 from sdpnet.data.loaders import LoaderError
 from sdpnet.files import os_error_text
+from sdpnet.plugins import load_plugins, split_imports
 from sdpnet.train.config import parse_options
 from sdpnet.train.dist import cleanup
 from sdpnet.train.errors import RunError, UsageError
@@ -36,10 +37,17 @@ PROG = "train_ffcv.py"
 
 def cli(argv: list[str]) -> int:
     """Parse, check, train. Exit status 2: refused before any work; 1: the run failed (message says why)."""
+    try:
+        names, argv = split_imports(argv)
+        plugins = load_plugins(names)   # before the options: a spec may name a plugin's block
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     opts = parse_options(Options, expand_spec(argv), description=__doc__.split("\n")[0], prog=PROG)
     try:
         try:
             job = prepare(opts)
+            job.record["plugins"] = plugins   # evaluate/predict/export load them again
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2

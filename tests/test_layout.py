@@ -42,7 +42,7 @@ PACKAGE = REPO / "sdpnet"
 
 # (name, module prefixes, rank), lowest first. A prefix covers the module itself and everything under it.
 LAYERS: tuple[tuple[str, tuple[str, ...], int], ...] = (
-    ("foundation", ("sdpnet.spec", "sdpnet.registry", "sdpnet.vocabulary", "sdpnet.files"), 0),
+    ("foundation", ("sdpnet.spec", "sdpnet.registry", "sdpnet.vocabulary", "sdpnet.files", "sdpnet.plugins"), 0),
     ("blocks", ("sdpnet.blocks",), 1),
     ("models", ("sdpnet.models",), 2),
     ("data", ("sdpnet.data",), 2),
@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], int], ...] = (
 )
 
 # Modules that must import without torch: the foundation entirely, the façade's import-time part at module level.
-TORCH_FREE = ("sdpnet.spec", "sdpnet.registry", "sdpnet.vocabulary", "sdpnet.files")
+TORCH_FREE = ("sdpnet.spec", "sdpnet.registry", "sdpnet.vocabulary", "sdpnet.files", "sdpnet.plugins")
 TORCH_FREE_AT_IMPORT = ("sdpnet", "sdpnet._timm_hook")
 TORCH = ("torch", "timm", "torchvision")
 

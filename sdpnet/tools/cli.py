@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sdpnet.files import os_error_text
+from sdpnet.plugins import ENV, env_plugins, load_plugins
 from sdpnet.spec import SpecError
 # The one usage error of the package (train_ffcv.py's too): bad input, one line, exit status 2. The tools raise it
 # for a run or weights file that cannot be opened and for options that do not fit; torch-free.
@@ -82,9 +83,16 @@ def run_command(name: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=description, epilog=epilog or None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    parser.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="load a plugin (module or .py file) that registers blocks; repeatable; also "
+                             "SDPNET_PLUGINS and installed entry points of group sdpnet.plugins")
     parse = getattr(module, "parse_args", None)
     try:
         args = parse(parser, list(argv)) if parse else parser.parse_args(list(argv))
+        load_plugins(args.plugins)
+        if args.plugins:   # processes it starts (sweep's train_ffcv.py runs) load them too, and record them
+            os.environ[ENV] = os.pathsep.join([*(str(Path(p).resolve()) if p.endswith(".py") else p
+                                                 for p in args.plugins), *env_plugins()])
         return module.run(args)
     except (SpecError, ValueError, FileNotFoundError) as e:   # bad input; UsageError is a ValueError
         # one line per problem (an error with ``problems`` has several); carets and hints follow a problem's first line

@@ -20,6 +20,7 @@ from torch import nn
 from sdpnet.data.record import DATA_FILE, data_record
 from sdpnet.models.builder import build
 from sdpnet.models.weights import WeightsError, read_weights, state_dict_from
+from sdpnet.plugins import load_plugins
 from sdpnet.spec import ModelSpec, SpecError
 from sdpnet.tools.cli import UsageError
 
@@ -115,6 +116,10 @@ def _open_run(run: Path, ckpt: Path, weights: str) -> Trained:
     config = _read_json(run / "config.json", "the run's config")
     spec = _read_json(run / "spec.json", "the run's spec")
     data = _data_record(run, config)
+    try:
+        load_plugins(config.get("plugins", []), env=False, entry_points=False)
+    except ValueError as e:
+        raise UsageError(f"{e} (the run {run} was trained with it; recorded in its config.json)") from None
     model = _build(spec, str(run / "spec.json"))
     try:
         state, meta = state_dict_from(ckpt, weights)
