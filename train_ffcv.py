@@ -3,6 +3,7 @@
     python train_ffcv.py --spec specs/xl.json -C configs/imagenet.yaml
     python train_ffcv.py --spec "P4(d=32)-[DWC3+MLP,ENC]x2-MLP" -C configs/fashion_mnist.yaml --training.epochs=2
     torchrun --nproc_per_node=8 train_ffcv.py --spec specs/xl.json -C configs/imagenet.yaml
+    torchrun --standalone --nproc_per_node=8 --max-restarts=3 train_ffcv.py ...   (a restart resumes by itself)
 
 Recipe (seed 000/001): AdamW, lr = 0.001 x global batch / 512, weight decay 0.05 (none on
 norms, biases, tokens, position embeddings), 5 linear warm-up epochs then cosine annealing

@@ -2,11 +2,31 @@
 
 Without those variables everything degrades to a single process: ``world_size`` 1,
 no process group, reductions are no-ops. Backend: NCCL on CUDA, gloo on CPU.
+
+torchrun also says which job and which attempt a worker belongs to: ``TORCHELASTIC_RUN_ID``
+(``--rdzv_id``, a fresh uuid with ``--standalone``) and ``TORCHELASTIC_RESTART_COUNT`` (0, then
+1, 2, ... each time ``--max-restarts`` restarts this node's worker group after a failure; a node
+restarted because another node failed keeps its count, so the count is per node, not per job).
+A worker of the job that started a run folder resumes it without ``--training.resume=1``
+(:func:`sdpnet.train.prepare.prepare`).
+
+Restarts and the process group's store: since torch 2.5 the c10d rendezvous shares the agent's
+TCPStore with the workers (``TORCHELASTIC_USE_AGENT_STORE``), and that store outlives a restart.
+The restarted workers' ``init_process_group`` then reads the killed group's keys (gloo's peer
+addresses) and retries dead ports until gloo's 30-minute timeout: with torch 2.14.1 a SIGKILLed
+worker's restarted group hung in ``init_process_group`` in every try (tests/test_multinode.py
+caught it; pytorch/pytorch#135712). So under the agent's store each group makes a store of its
+own (:func:`_group_store`): global rank 0 hosts a fresh TCPStore and posts its address with a
+random token in the agent's store; the other ranks connect to the posted address until they find
+the token there (a stale post names a dead port, or a server without that token).
 """
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -22,12 +42,15 @@ __all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "all_reduce_max", "
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits: global rank, local rank on its node, number of processes, device."""
+    """Where this process sits: global rank, local rank on its node, number of processes, device; under
+    torchrun also the job's run id and the attempt (0 first, n after the n-th restart; None/0 without torchrun)."""
 
     rank: int
     local_rank: int
     world_size: int
     device: torch.device
+    run_id: str | None = None
+    restart: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -55,9 +78,45 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+        store = _group_store(rank, world) if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" else None
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world, store=store,
                                 device_id=dev if use_cuda else None)
-    return DistInfo(rank, local, world, dev)
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return DistInfo(rank, local, world, dev, run_id, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+
+
+GROUP_STORE_KEY = "sdpnet/group_store"   # in the agent's store: "host:port:token" of the current group's store
+
+
+def _group_store(rank: int, world: int, timeout: float = 600.0) -> dist.Store:
+    """A TCPStore of this worker group's own, hosted by global rank 0 (see the module docstring).
+
+    Rank 0 runs on the node whose address is MASTER_ADDR (the rendezvous gives global rank 0 to
+    the agent that hosts the shared store, or to --node_rank=0 with --master_addr).
+    """
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    wait = timedelta(seconds=timeout)
+    agent = dist.TCPStore(host, port, is_master=False, timeout=wait)
+    if rank == 0:
+        own = dist.TCPStore(host, 0, world, is_master=True, timeout=wait, wait_for_workers=False)
+        token = uuid.uuid4().hex
+        own.set("token", token)
+        agent.set(GROUP_STORE_KEY, f"{host}:{own.port}:{token}")
+        return own
+    deadline = time.monotonic() + timeout
+    while True:
+        addr, own_port, token = agent.get(GROUP_STORE_KEY).decode().rsplit(":", 2)
+        try:
+            own = dist.TCPStore(addr, int(own_port), is_master=False, timeout=timedelta(seconds=0.5))
+            if own.get("token").decode() == token:
+                own.set_timeout(wait)
+                return own
+        except (RuntimeError, TimeoutError):   # DistStoreError/DistNetworkError: a dead port, a stale post
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rank {rank}: no live process-group store posted by rank 0 in the agent's store "
+                               f"at {host}:{port} after {timeout:.0f} s (last post {addr}:{own_port})")
+        time.sleep(0.1)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -111,6 +170,7 @@ def dump_rank(run: Path, info: DistInfo, epoch: int, order, labels: list, model:
            "indices": [int(i) for i in order[:n]], "labels": [v for b in labels for v in b],
            "param_sum": float(flat.sum()), "param_abs_sum": float(flat.abs().sum()),
            "param_weighted": float((flat * torch.arange(flat.numel(), dtype=torch.float64).remainder(7)).sum())}
+    run.mkdir(parents=True, exist_ok=True)   # on a node that does not share rank 0's run folder, its own
     write_json(run / f"samples_rank{info.rank}_epoch{epoch + 1}.json", rec)
 
 

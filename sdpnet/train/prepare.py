@@ -6,6 +6,7 @@ line, exit 2) on any problem. The :class:`Job` it returns is what :func:`sdpnet.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from sdpnet.train.precision import autocast_on
 from sdpnet.train.resume import Resume, open_resume
 from sdpnet.train.schedule import scaled_lr
 
-__all__ = ["Job", "prepare", "resolve_speed", "make_model", "check_run_folder"]
+__all__ = ["Job", "prepare", "resolve_speed", "make_model", "check_run_folder", "started_by"]
 
 # The source checkout that holds the package and train_ffcv.py: config.json records its git revision.
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +53,7 @@ class Job:
     resume: Resume | None = None
     notes: list[str] = field(default_factory=list)
     engine: str = "ffcv"       # what reads the .beton files (--data.engine resolved): ffcv or torch
+    elastic_resume: bool = False   # resumed without --training.resume=1, by the torchrun job that started the run
 
 
 def prepare(o: Options) -> Job:
@@ -89,15 +91,26 @@ def prepare(o: Options) -> Job:
         how = "--lr.lr" if o.lr.lr is not None else f"--lr.base_lr={o.lr.base_lr:g} x {global_batch} / 512"
         raise UsageError(f"--lr.eta_min={o.lr.eta_min:g} is above the peak lr {peak:g} ({how}); make eta_min "
                          f"at most {peak:g}")
-    run = check_run_folder(o)
+    # torchrun's job id, if it can tell this job from others: --standalone and --rdzv_id give one, torchrun's
+    # default "none" is shared by every job, so with it only a restart on this node counts as this job's
+    job_id = info.run_id if info.run_id != "none" or info.restart else None
+    run = check_run_folder(o, job_id=job_id)
+    elastic = job_id is not None and not t.resume and started_by(run, job_id)   # continue the run this job started
     record = {**options_dict(o), "git": git_revision(REPO), "world_size": info.world_size,
               "global_batch": global_batch, "peak_lr": peak, "torch": torch.__version__,
               "data_files": {"train": _fingerprint(train_data), "val": _fingerprint(val_data)}, "data_engine": engine,
-              "changes": []}
+              "changes": [], "elastic": {"run_id": info.run_id, "restarts": []} if info.run_id is not None else None}
     job = Job(o, info, model, spec_record, train_data.num_classes, amp, compile_, peak, run, record, engine=engine)
     job.notes += [engine_note] if engine_note else []
-    if t.resume and (run / "checkpoint.pt").exists():
+    if (t.resume or elastic) and (run / "checkpoint.pt").exists():
         job.resume = open_resume(run, model, record, spec_record, allow_changes=t.resume_changed)
+        job.elastic_resume = elastic
+    if elastic or info.restart:   # recorded in config.json's elastic.restarts (run_folder.py)
+        how = " automatically" if elastic else ""
+        done = (f"resumed{how} from checkpoint.pt after epoch {job.resume.state['epoch']}" if job.resume
+                else "no epoch was saved: the run starts from epoch 1")
+        job.notes.append(f"torchrun job {info.run_id}, restart {info.restart} on this node "
+                         f"(TORCHELASTIC_RESTART_COUNT): {done}")
     if o.model.init_from and job.resume is None:   # a resumed run has its own weights
         try:
             report = init_from(model, o.model.init_from, classes=train_data.classes)
@@ -108,6 +121,16 @@ def prepare(o: Options) -> Job:
     if o.model.freeze_stem:
         job.notes.append(f"stem frozen: {freeze_stem(model):,} parameters not trained")
     return job
+
+
+def started_by(run: Path, run_id: str) -> bool:
+    """Whether the torchrun job ``run_id`` (``TORCHELASTIC_RUN_ID``) started or last resumed the run in ``run``
+    (its config.json's ``elastic.run_id``)."""
+    try:
+        elastic = json.loads((run / "config.json").read_text()).get("elastic")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(elastic, dict) and elastic.get("run_id") == run_id
 
 
 def _fingerprint(data: BetonInfo) -> dict:
@@ -142,14 +165,22 @@ def make_model(o: Options, num_classes: int) -> tuple[torch.nn.Module, dict]:
     return model, {**model_spec.to_json(), "canonical": str(model_spec.arch)}
 
 
-def check_run_folder(o: Options) -> Path:
-    """The run folder, refused (nothing created) if it holds a run and resume is off, or cannot be written."""
+def check_run_folder(o: Options, job_id: str | None = None) -> Path:
+    """The run folder, refused (nothing created) if it holds a run and resume is off, or cannot be written.
+
+    ``job_id``: the torchrun job (``TORCHELASTIC_RUN_ID``) this process belongs to. A run folder that job
+    started (:func:`started_by`), in an attempt before a restart, is resumed without --training.resume=1; any
+    other run is refused as usual, so a first attempt's refusal stays a refusal in every restart.
+    """
     run = Path(o.logging.folder or Path("runs") / (Path(o.model.spec).stem if o.model.spec.endswith(".json")
                                                      else "spec"))
     if run.exists() and not run.is_dir():
         raise UsageError(f"--logging.folder={run} is a file, not a folder; choose another path")
-    if not o.training.resume and ((run / "checkpoint.pt").exists() or (run / "metrics.jsonl").exists()):
-        raise UsageError(f"--logging.folder={run} already holds a run; pass --training.resume=1 to continue "
+    holds_run = (run / "checkpoint.pt").exists() or (run / "metrics.jsonl").exists()
+    if holds_run and not o.training.resume and not (job_id is not None and started_by(run, job_id)):
+        why = "" if job_id is None else (f" (not started by this torchrun job, {job_id}, so it is not resumed "
+                                         f"automatically)")
+        raise UsageError(f"--logging.folder={run} already holds a run{why}; pass --training.resume=1 to continue "
                          f"it or choose another folder")
     base = run
     while not base.exists():   # the nearest folder that exists: the run folder is created inside it
