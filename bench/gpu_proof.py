@@ -77,12 +77,17 @@ class Sizes:
         self.vit = dict(rounds=2, steps=1, size=2, img=32) if tiny else dict(rounds=6, steps=10, size=128, img=224)
 
 
+def peak_for(name: str) -> float | None:
+    """Peak dense bf16 FLOP/s of the device called ``name`` (:data:`PEAK_BF16`; None when it is not listed)."""
+    return next((peak for key, peak in PEAK_BF16 if key in name), None)
+
+
 def peak_flops(device: torch.device) -> tuple[str, float | None]:
-    """The device's name and its peak dense bf16 FLOP/s from :data:`PEAK_BF16` (None: unknown, or the CPU)."""
+    """The device's name and its peak dense bf16 FLOP/s (None: unknown, or the CPU)."""
     if device.type != "cuda":
         return "cpu", None
     name = torch.cuda.get_device_name(device)
-    return name, next((peak for key, peak in PEAK_BF16 if key in name), None)
+    return name, peak_for(name)
 
 
 def forward_flops(res: int, **overrides: Any) -> tuple[int, int]:
@@ -271,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CUDA is not available here")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"no such CUDA device here ({torch.cuda.device_count()} visible)")
     except (RuntimeError, ValueError) as e:
         parser.error(f"--device={args.device}: {e}; use cpu or an available cuda device")
     if not set(args.parts) <= set("abc") or not args.parts:
