@@ -38,7 +38,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ffcv]'   # both engines tested (tests/test_torch_reader.py blocks FFCV)
 	@touch $@
 
 $(DATA)/train.beton: | $(STAMPS)/venv

@@ -1,4 +1,4 @@
-"""FFCV train loader vs torchvision ImageFolder + DataLoader, on generated photo-like JPEGs.
+"""FFCV train loader and our torch engine vs torchvision ImageFolder + DataLoader, on generated photo-like JPEGs.
 
     python bench/bench_data.py               # 5,000 images, 3 alternating rounds
     python bench/bench_data.py --quick       # 600 images, 2 rounds (a smoke run)
@@ -8,10 +8,13 @@ Generates ImageNet-like JPEGs (about 400x350: smooth colour fields, shapes, blur
 mild noise, quality 90) into --cache-dir once, writes two .beton files with
 data_prep's writer — ffcv-imagenet's defaults (proportion, 500 px, 50% JPEG q90) and
 raw pixels at 256 px — then times one epoch of each loader in turn, round after
-round, so that load from other processes hits all of them alike. Every loader does
+round, so that load from other processes hits all of them alike. Each .beton is read by
+both engines of sdpnet.data (FFCV's, and the torch engine: numpy + a torch DataLoader,
+no FFCV, worker processes instead of threads). Every loader does
 RandomResizedCrop to --res, a horizontal flip and normalisation to float32 with
 --workers workers; torchvision decodes with PIL. Prints markdown tables: loader
-images/s (median over rounds) with the ratio to torchvision, and writer images/s
+images/s (median over rounds) with the ratio to torchvision and, for the torch
+engine, to FFCV on the same file (the engine ratio), and writer images/s
 with the file size against the source JPEGs. The first FFCV epoch (numba
 compilation) is run before timing.
 """
@@ -33,6 +36,8 @@ sys.path.append(str(REPO))   # run as a script without installing sdpnet
 
 from sdpnet.data.sources import scan_image_folder  # noqa: E402
 from sdpnet.data.writer import write_beton  # noqa: E402
+
+ENGINES = {"ffcv": "FFCV", "torch": "torch engine"}   # sdpnet.data's loader engines, as the table names them
 
 
 def photo(seed: int) -> Image.Image:
@@ -134,9 +139,9 @@ def main() -> None:
     import torch
     from sdpnet.data import make_train_loader
     torch.set_num_threads(1)
-    loaders = {f"FFCV, {name}": make_train_loader(str(path), batch_size=args.batch_size, res=args.res,
-                                                  num_workers=args.workers)
-               for name, path in betons.items()}
+    loaders = {f"{label}, {name}": make_train_loader(str(path), batch_size=args.batch_size, res=args.res,
+                                                     num_workers=args.workers, engine=engine)
+               for name, path in betons.items() for engine, label in ENGINES.items()}
     loaders["torchvision ImageFolder + DataLoader (PIL)"] = torchvision_loader(root, args.res, args.batch_size,
                                                                                args.workers)
     for name, loader in loaders.items():   # warm-up: numba compilation, worker start, page cache
@@ -152,10 +157,12 @@ def main() -> None:
     print(f"\n{n} generated JPEGs (~400x350), RandomResizedCrop {args.res} + flip + normalise, batch "
           f"{args.batch_size}, {args.workers} workers, CPU only, {os.cpu_count()} cores, load average "
           f"{load[0]:.1f} / {load[1]:.1f}; median of {rounds} alternating epochs\n")
-    print("| Loader | images/s | vs torchvision |\n|---|---:|---:|")
+    print("| Loader | images/s | vs torchvision | torch engine vs FFCV |\n|---|---:|---:|---:|")
     for name, s in speeds.items():
         med = statistics.median(s)
-        print(f"| {name} | {med:.0f} | {med / tv:.2f}x |")
+        label, setting = name.split(", ", 1) if name.split(", ")[0] in ENGINES.values() else (name, "")
+        vs_ffcv = f"{med / statistics.median(speeds[f'FFCV, {setting}']):.2f}x" if label != "FFCV" and setting else ""
+        print(f"| {name} | {med:.0f} | {med / tv:.2f}x | {vs_ffcv} |")
     print("\n| Writer setting | images/s | .beton size | source JPEGs | size ratio |\n|---|---:|---:|---:|---:|")
     print("\n".join(writer_rows))
 

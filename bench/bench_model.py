@@ -39,27 +39,43 @@ CARD_EXAMPLE = "P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP"
 FAMILIES = ("vit_small_patch16_224", "convnext_tiny", "caformer_s18", "mixer_s16_224")  # timm name = zoo spec name
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One forward + backward; gradients are freed afterwards (set to None), as ``zero_grad`` does."""
-    F.cross_entropy(model(x), y).backward()
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False) -> None:
+    """One forward (under bf16 autocast if ``amp``) + backward; gradients are freed afterwards (set to None), as
+    ``zero_grad`` does."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
     model.zero_grad(set_to_none=True)
 
 
-def images_per_second(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously: a timer read before this measures launches)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                      amp: bool = False) -> float:
+    synchronize(x.device)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(model, x, y)
+        train_step(model, x, y, amp)
+    synchronize(x.device)
     return steps * x.shape[0] / (time.perf_counter() - start)
 
 
-def batch(size: int, img: int, classes: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(size: int, img: int, classes: int = 1000,
+          device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(size, 3, img, img, generator=g), torch.randint(0, classes, (size,), generator=g)
+    x, y = torch.randn(size, 3, img, img, generator=g), torch.randint(0, classes, (size,), generator=g)
+    return x.to(device), y.to(device)
 
 
-def compare_with_timm(name: str, rounds: int, steps: int, size: int, img: int) -> dict[str, float]:
+def compare_with_timm(name: str, rounds: int, steps: int, size: int, img: int, device: str | torch.device = "cpu",
+                      amp: bool = False) -> dict[str, float]:
     """Median img/s of timm's model ``name`` and our ``specs/zoo/<name>.json``, alternating; the ratios; the
-    parameter count (equal: tests/test_families.py, tests/test_zoo.py)."""
+    parameter count (equal: tests/test_families.py, tests/test_zoo.py). Both run eagerly on ``device``, under bf16
+    autocast if ``amp`` (bench/gpu_proof.py races them on a GPU)."""
     import timm
 
     import sdpnet
@@ -70,14 +86,15 @@ def compare_with_timm(name: str, rounds: int, steps: int, size: int, img: int) -
     except TypeError:  # convolutional ones take any size
         ref = timm.create_model(name, pretrained=False)
     models = {"timm": ref.train(), "ours": sdpnet.build(REPO / "specs" / "zoo" / f"{name}.json", img_size=img).train()}
-    x, y = batch(size, img)
+    models = {key: model.to(device) for key, model in models.items()}
+    x, y = batch(size, img, device=device)
     for model in models.values():  # warm-up: first-call allocations and kernel selection
-        train_step(model, x, y)
+        train_step(model, x, y, amp)
     rates: dict[str, list[float]] = {key: [] for key in models}
     for r in tqdm(range(rounds), desc=f"{name}: timm vs ours", unit="round"):
         order = list(models) if r % 2 == 0 else list(reversed(models))
         for key in order:
-            rates[key].append(images_per_second(models[key], x, y, steps))
+            rates[key].append(images_per_second(models[key], x, y, steps, amp))
     result = {key: statistics.median(v) for key, v in rates.items()}
     result["ratio"] = statistics.median(o / t for o, t in zip(rates["ours"], rates["timm"]))
     result["ratio_of_medians"] = result["ours"] / result["timm"]

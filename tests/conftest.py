@@ -1,7 +1,8 @@
 """Shared test data: generated ImageFolder trees and the Fashion-MNIST .beton files (written once).
 
 ``SDPNET_BLOCK_FFCV=1`` makes ``import ffcv`` fail in the test process (as where FFCV does not build), so that the
-loaders run on the torch engine; subprocesses that write .beton files (``run_script``) still have FFCV.
+loaders run on the torch engine; subprocesses that write .beton files (``run_script``) still have FFCV. A subprocess
+with :func:`ffcv_blocker` first on its PYTHONPATH cannot import FFCV either.
 ``SDPNET_TEST_BETONS=DIR`` reuses a folder that already holds the Fashion-MNIST train.beton and val.beton.
 """
 from __future__ import annotations
@@ -90,6 +91,16 @@ def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "zeb
         buf = io.BytesIO()
         Image.fromarray(smooth_image(rng, 80, 60)).save(buf, "PNG")
         (root / classes[1] / "z_truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return root
+
+
+@pytest.fixture(scope="session")
+def ffcv_blocker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that, first on a subprocess's PYTHONPATH, makes ``import ffcv`` raise ImportError (as a broken FFCV
+    does): its note reads ``FFCV is not importable (ImportError: ffcv is blocked for this test)``."""
+    root = tmp_path_factory.mktemp("blocker")
+    (root / "ffcv").mkdir()
+    (root / "ffcv" / "__init__.py").write_text("raise ImportError('ffcv is blocked for this test')\n")
     return root
 
 

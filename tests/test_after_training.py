@@ -27,9 +27,12 @@ VAL_SUBSET = 500
 CLS_SPEC = "CT3(d=32,norm=bn),CONV3(act=relu,d=64),CT3(d=128,norm=bn)+CLS2-POS-DWC3+MLP(r=2.0),ENC(h=4,r=2.0)-LIN"
 
 
-def run_py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python ARGS`` from the repository root, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))}
+def run_py(*args: str, timeout: float = 600, block: Path | None = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root, as a user runs it; with ``block`` (the ``ffcv_blocker`` fixture)
+    first on its path, ``import ffcv`` fails there."""
+    path = [str(block) if block else None, os.environ.get("PYTHONPATH"), str(REPO)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    env.pop("SDPNET_BLOCK_FFCV", None)
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -331,6 +334,44 @@ class TestAttention:
         v = attn.qkv(s)[..., 2 * 16:].reshape(1, -1, 2, 8).transpose(1, 2)   # (1, heads, N, head_dim)
         mixed = (w.transpose(1, 2) @ v).transpose(1, 2).reshape(1, 2, 16)     # class tokens
         assert torch.allclose(attn.proj(mixed), seen["out"][:, :2], atol=1e-5)
+
+
+class TestWithoutFFCV:
+    NOTE = "note: FFCV is not importable (ImportError: ffcv is blocked for this test); reading .beton files with " \
+           "the torch engine"
+
+    def test_every_command_runs(self, demo_run, cls_run, val_images, ffcv_blocker, tmp_path):
+        """With ``import ffcv`` failing: evaluate repeats the run's top-1 (torch engine, with the note), predict
+        prints what it prints with FFCV, export's check on the validation .beton passes, attention draws its maps."""
+        files = write_pngs(tmp_path / "png", val_images[0][:4])
+
+        def blocked(*args: str) -> subprocess.CompletedProcess:
+            res = run_py("-m", "sdpnet", *args, block=ffcv_blocker)
+            assert res.returncode == 0, res.stderr[-3000:]
+            return res
+
+        ev = blocked("evaluate", str(demo_run), f"--out={tmp_path / 'ev'}", "--device", "cpu")
+        assert self.NOTE in ev.stderr.splitlines()
+        rep = evaluate_json(tmp_path / "ev")
+        assert rep["engine"] == "torch" and rep["recorded"]["matches"], rep["recorded"]
+        pred = blocked("predict", str(demo_run), *map(str, files))
+        assert len(pred.stdout.splitlines()) == 4
+        assert pred.stdout == sdpnet_cli("predict", str(demo_run), *map(str, files)).stdout
+        ex = blocked("export", str(demo_run), "--format", "safetensors", "--out", str(tmp_path / "m.safetensors"))
+        assert "max |logit diff| = 0 " in ex.stdout and (tmp_path / "m.safetensors").is_file()
+        blocked("attention", str(cls_run), str(files[0]), "--out", str(tmp_path / "maps"))
+        assert np.load(tmp_path / "maps" / f"{files[0].stem}_attention.npz")["layer0"].shape == (2, 4, 51)
+
+    def test_library_builds_and_trains_a_step(self, ffcv_blocker):
+        """``import sdpnet; sdpnet.build(...)`` and a training step need no FFCV (nor does ``import sdpnet.data``)."""
+        code = ("import sys, torch, sdpnet, sdpnet.data\n"
+                "m = sdpnet.build('specs/fashion_mnist.json')\n"
+                "m(torch.randn(2, 3, 28, 28)).logsumexp(1).sum().backward()\n"
+                "print(sorted(k for k in sys.modules if k.split('.')[0] == 'ffcv'), m.num_classes)")
+        res = run_py("-c", code, block=ffcv_blocker)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert res.stdout.split() == ["[]", "10"]
+        assert "blocked" in run_py("-c", "import ffcv", block=ffcv_blocker).stderr   # the blocker does block
 
 
 class TestWeights:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,12 @@ def test_wheel_install(tmp_path: Path) -> None:
                           "-w", str(wheels), str(src)], capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     (wheel,) = wheels.glob("sdpnet-*.whl")
+    with zipfile.ZipFile(wheel) as z:   # FFCV is an extra: a plain install never tries to build it
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    assert "Provides-Extra: ffcv" in meta.splitlines()
+    assert {r for r in requires if r.split(";")[0].strip() in ("ffcv", "numba")} == \
+        {'ffcv; extra == "ffcv"', 'numba; extra == "ffcv"'}, requires
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)

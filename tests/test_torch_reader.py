@@ -285,6 +285,32 @@ class TestSameAsFFCV:
             d = (xf[~is_raw] - xt[~is_raw]).abs()
             assert d.mean() < 1.5 and d.max() <= 8, (train, float(d.mean()), float(d.max()))
 
+    def test_image_files_prepared_as_ffcv(self):
+        """predict/attention/export's preprocessing (sdpnet.tools.images, no FFCV) equals FFCV's own functions on
+        random sizes: the writer's downscale, the centre crop and area resize, the normalisation table."""
+        from ffcv.fields.rgb_image import get_center_crop, resizer
+        from ffcv.libffcv import resize_crop
+        from ffcv.transforms import NormalizeImage
+
+        from sdpnet.tools.images import crop, normalise
+
+        rng = np.random.default_rng(0)
+        for k in range(60):
+            h, w = (int(v) for v in rng.integers(30, 300, 2))
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            pre = dict(res=int(rng.integers(4, 64)), crop_ratio=float(rng.uniform(0.5, 1)),
+                       max_resolution=None if k % 2 else int(rng.integers(16, 200)), mean=[120.5, 110, 99],
+                       std=[50, 61.25, 70])
+            img = np.ascontiguousarray(resizer(rgb, pre["max_resolution"]))
+            assert np.array_equal(crops.downscale(rgb, pre["max_resolution"]), img)
+            i, j, ch, cw = get_center_crop(img.shape[0], img.shape[1], None, pre["crop_ratio"])
+            want = np.empty((pre["res"], pre["res"], 3), np.uint8)
+            resize_crop(img, i, i + ch, j, j + cw, want)
+            got = crop(rgb, pre)
+            assert np.array_equal(got, want), (h, w, pre)
+        table = NormalizeImage(np.array(pre["mean"]), np.array(pre["std"]), np.float32).lookup_table
+        assert torch.equal(normalise(got, pre), torch.from_numpy(table[got, np.arange(3)]).permute(2, 0, 1))
+
     def test_sequential_order(self, fashion_mnist_betons: Path):
         """The sequential order (no crop, no flip: nothing random) gives the same batches."""
         kw = dict(batch_size=100, res=28, subset=300, scale=(1, 1), ratio=(1, 1), flip=False, order="sequential",
@@ -312,24 +338,15 @@ def _run(args: list[str], block: Path | None, timeout: float = 600) -> subproces
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def blocker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder that, first on PYTHONPATH, makes ``import ffcv`` raise ImportError (as a broken FFCV does)."""
-    root = tmp_path_factory.mktemp("blocker")
-    (root / "ffcv").mkdir()
-    (root / "ffcv" / "__init__.py").write_text("raise ImportError('ffcv is blocked for this test')\n")
-    return root
-
-
 @pytest.mark.skipif(BLOCK_FFCV, reason="runs its own subprocesses (with FFCV blocked there)")
 class TestWithoutFFCV:
     NOTE = "note: FFCV is not importable (ImportError: ffcv is blocked for this test); reading .beton files with " \
            "the torch engine"
 
-    def test_train_and_evaluate(self, fashion_mnist_betons: Path, blocker: Path, tmp_path: Path):
+    def test_train_and_evaluate(self, fashion_mnist_betons: Path, ffcv_blocker: Path, tmp_path: Path):
         """train_ffcv.py trains an epoch with the note, evaluate repeats its top-1 without FFCV, and with FFCV (where
         it imports) evaluate gives the same top-1 on the same weights; --data.engine=ffcv is refused, exit 2."""
-        d, run = fashion_mnist_betons, tmp_path / "run"
+        d, run, blocker = fashion_mnist_betons, tmp_path / "run", ffcv_blocker
         args = ["train_ffcv.py", "--spec", "P4(d=16)-[DWC3+MLP]x1-MLP", "-C", "configs/fashion_mnist.yaml",
                 "--training.epochs=1", "--data.train_subset=512", "--data.val_subset=500",
                 "--training.batch_size=64", f"--data.train_path={d / 'train.beton'}",

@@ -4,7 +4,8 @@
 ``ffcv/fields/rgb_image.py`` (FFCV 1.0.2) line for line, drawing from a ``np.random.RandomState``: numba's
 ``np.random`` inside FFCV's compiled decoder is the same Mersenne Twister with the same seeding and the same
 ``uniform``/``rand``/``randint`` algorithms, so a RandomState seeded like FFCV's thread (:func:`sdpnet.data.
-pipeline.batch_seed`) draws the same crops, flips and shifts. :func:`resize` is libffcv's ``resize``:
+pipeline.batch_seed`) draws the same crops, flips and shifts. :func:`downscale` is the writers' ``resizer`` (what
+a ``max_resolution`` does to an image before it is stored). :func:`resize` is libffcv's ``resize``:
 ``cv::resize(..., INTER_AREA)`` of the crop to the output size (measured bit-identical between the OpenCV 4.6
 FFCV links and opencv-python 5.1). Without OpenCV, :func:`area_weights` rebuilds INTER_AREA's weights in numpy
 (OpenCV's own arithmetic for where each output pixel samples) and the image is resized by two matrix products in
@@ -22,7 +23,7 @@ try:   # libffcv's resize is OpenCV's; numpy stands in without it (area_weights)
 except ImportError:
     cv2 = None
 
-__all__ = ["random_crop", "center_crop", "resize", "area_weights", "flip", "translate"]
+__all__ = ["random_crop", "center_crop", "resize", "downscale", "area_weights", "flip", "translate"]
 
 
 def random_crop(rng: np.random.RandomState, height: int, width: int, scale: np.ndarray,
@@ -61,14 +62,32 @@ def center_crop(height: int, width: int, ratio: float) -> tuple[int, int, int, i
 def resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """The ``box`` ``(top, left, h, w)`` of an HxWx3 uint8 image, area-resized to ``size`` x ``size``."""
     i, j, h, w = box
-    crop = np.ascontiguousarray(image[i:i + h, j:j + w])
-    if (h, w) == (size, size):
-        return crop   # what cv::resize does for an unchanged size: a copy
+    return _area_resize(np.ascontiguousarray(image[i:i + h, j:j + w]), size, size)
+
+
+def downscale(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The writers' downscale (FFCV's ``resizer``): an HxWx3 uint8 image whose long side exceeds ``max_side`` is
+    area-resized to ``max_side`` on that side (both sides scaled by one ratio, truncated to int); any other image,
+    or ``max_side`` None, is returned as it is."""
+    if max_side is None:
+        return image
+    size = np.array([image.shape[1], image.shape[0]])   # (w, h), as FFCV computes it
+    ratio = max_side / size.max()
+    if ratio >= 1:
+        return image
+    w, h = (ratio * size).astype(int)
+    return _area_resize(np.ascontiguousarray(image), int(h), int(w))
+
+
+def _area_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """An HxWx3 uint8 image resized to ``h`` x ``w`` with OpenCV's INTER_AREA (numpy's rebuild without OpenCV)."""
+    if image.shape[:2] == (h, w):
+        return image.copy()   # what cv::resize does for an unchanged size: a copy
     if cv2 is not None:
-        return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    shrink = h >= size and w >= size   # OpenCV averages areas only when no side grows
-    out = np.einsum("ij,jkc,lk->ilc", area_weights(h, size, shrink), crop.astype(np.float64),
-                    area_weights(w, size, shrink))
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    shrink = image.shape[0] >= h and image.shape[1] >= w   # OpenCV averages areas only when no side grows
+    out = np.einsum("ij,jkc,lk->ilc", area_weights(image.shape[0], h, shrink), image.astype(np.float64),
+                    area_weights(image.shape[1], w, shrink))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

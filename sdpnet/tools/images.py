@@ -1,10 +1,12 @@
 """Image files as a run's validation saw its images: what ``predict``, ``attention`` and ``export`` feed a model.
 
 Each file is decoded to RGB as the ``.beton`` writers decode (:func:`sdpnet.data.sources.load_rgb`: grey, palette,
-RGBA, CMYK... to RGB), downscaled as the writer did (its ``max_resolution``, if any), then goes through FFCV's own
-centre crop and resize (``crop_ratio`` of the short side, area interpolation, to ``res``) and its normalisation
-table (the run's mean/std). A raw-written ``.beton`` image and the same pixels in a PNG file thus give the model
-the same tensor. ``preprocess`` is :attr:`sdpnet.tools.runs.Trained.preprocess`.
+RGBA, CMYK... to RGB), downscaled as the writer did (its ``max_resolution``, if any), then goes through the
+validation loader's centre crop and resize (``crop_ratio`` of the short side, area interpolation, to ``res``) and
+its normalisation table (the run's mean/std): :mod:`sdpnet.data.crops` and :func:`sdpnet.data.pipeline.
+normalisation_table`, the arithmetic both loader engines share, so no FFCV is needed. A raw-written ``.beton``
+image and the same pixels in a PNG file thus give the model the same tensor. ``preprocess`` is
+:attr:`sdpnet.tools.runs.Trained.preprocess`.
 """
 from __future__ import annotations
 
@@ -15,35 +17,28 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from sdpnet.data.ffcv_import import import_ffcv
+from sdpnet.data.crops import center_crop, downscale, resize
+from sdpnet.data.pipeline import normalisation_table
 from sdpnet.data.sources import load_rgb
-
-import_ffcv()
-from ffcv.fields.rgb_image import get_center_crop, resizer
-from ffcv.libffcv import resize_crop
-from ffcv.transforms import NormalizeImage
 
 __all__ = ["crop", "normalise", "prepare", "load_image"]
 
 
 def crop(rgb: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
     """An HxWx3 uint8 image -> the (res, res, 3) uint8 crop the run's validation loader would make of it:
-    the writer's downscale (``max_resolution``), then FFCV's centre crop and area resize."""
-    res = int(preprocess["res"])
-    img = np.ascontiguousarray(resizer(rgb, preprocess.get("max_resolution") or None))
+    the writer's downscale (``max_resolution``), then the loaders' centre crop and area resize."""
+    img = downscale(rgb, preprocess.get("max_resolution") or None)
     h, w = img.shape[:2]
-    i, j, ch, cw = get_center_crop(h, w, None, float(preprocess["crop_ratio"]))
-    if ch < 1 or cw < 1:
+    box = center_crop(h, w, float(preprocess["crop_ratio"]))
+    if box[2] < 1:
         raise ValueError(f"image of {w}x{h} px is too small for a centre crop of ratio {preprocess['crop_ratio']}")
-    out = np.empty((res, res, 3), np.uint8)
-    resize_crop(img, i, i + ch, j, j + cw, out)
-    return out
+    return resize(img, box, int(preprocess["res"]))
 
 
 def normalise(pixels: np.ndarray, preprocess: dict[str, Any]) -> torch.Tensor:
-    """A (res, res, 3) uint8 crop -> (3, res, res) float32 with FFCV's own normalisation table (run's mean/std)."""
-    table = NormalizeImage(np.asarray(preprocess["mean"], np.float64), np.asarray(preprocess["std"], np.float64),
-                           np.float32).lookup_table   # (256, 3): the exact float32 values FFCV writes
+    """A (res, res, 3) uint8 crop -> (3, res, res) float32 with the loaders' normalisation table (run's mean/std):
+    the exact float32 values both engines write."""
+    table = normalisation_table(preprocess["mean"], preprocess["std"])   # (256, 3)
     return torch.from_numpy(np.ascontiguousarray(table[pixels, np.arange(3)])).permute(2, 0, 1)
 
 
