@@ -1,7 +1,8 @@
 """Model benchmark: CPU training-step throughput against timm, and speed + peak memory of SdP-Net models.
 
 1. Our zoo specs against timm's models of the same name: ``vit_small_patch16_224``, ``convnext_tiny``,
-   ``caformer_s18`` and ``mixer_s16_224`` (``--families`` picks some). A training step (forward,
+   ``caformer_s18``, ``mixer_s16_224``, ``resnet18``, ``resnet50``, ``efficientnet_b0`` and
+   ``mobilenetv3_large_100`` (``--families`` picks some). A training step (forward,
    cross-entropy, backward; no optimizer step) at batch 32, 224 px, fp32 on the CPU. The two models of a
    family alternate within each round, in ABBA order across rounds so drift in machine load hits both alike.
    The figure to read (target >= 1.0) is the median over rounds of each round's ratio (ours / timm): the two
@@ -36,7 +37,8 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_EXAMPLE = "P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP"
-FAMILIES = ("vit_small_patch16_224", "convnext_tiny", "caformer_s18", "mixer_s16_224")  # timm name = zoo spec name
+FAMILIES = ("vit_small_patch16_224", "convnext_tiny", "caformer_s18", "mixer_s16_224",  # timm name = zoo spec name
+            "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100")
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False) -> None:
@@ -74,8 +76,8 @@ def batch(size: int, img: int, classes: int = 1000,
 def compare_with_timm(name: str, rounds: int, steps: int, size: int, img: int, device: str | torch.device = "cpu",
                       amp: bool = False) -> dict[str, float]:
     """Median img/s of timm's model ``name`` and our ``specs/zoo/<name>.json``, alternating; the ratios; the
-    parameter count (equal: tests/test_families.py, tests/test_zoo.py). Both run eagerly on ``device``, under bf16
-    autocast if ``amp`` (bench/gpu_proof.py races them on a GPU)."""
+    parameter count (equal: tests/test_families.py, tests/test_families_conv.py, tests/test_zoo.py). Both run
+    eagerly on ``device``, under bf16 autocast if ``amp`` (bench/gpu_proof.py races them on a GPU)."""
     import timm
 
     import sdpnet

@@ -12,6 +12,7 @@ from dataclasses import replace
 from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width, declare_block
 
 ACTS = ("gelu", "relu", "kelu", "silu", "tanh", "none", "starrelu", "sqrelu")
+ACTS += ("relu6", "hardswish", "hardsigmoid", "sigmoid")  # MobileNet / EfficientNet: ReLU6, hard activations, SE gates
 NORMS = ("bn", "ln", "none", "lnnb", "gn1")  # lnnb: LayerNorm without bias; gn1: GroupNorm, one group
 INITS = ("timm", "cct")  # initialisation schemes (hyperparameter ``init``)
 MAX_KERNEL = 1_023
@@ -122,6 +123,8 @@ for schema in (
             Param("hact", "hidden_act", str, "head_act", "tanh", ACTS, ("head",), "head: hidden activation"),
             Param("hnorm", "hidden_norm", str, "head_norm", "none", NORMS, ("head",),
                   "head: norm after the hidden activation (MetaFormer: ln)"),
+            Param("pnorm", "feature_norm", str, None, "ln", NORMS, ("head",),
+                  "head: norm of the pooled features before the hidden layer (MobileNetV3: none)"),
         ),
         residual=True, context={"body": (), "head": ("num_classes",)},
         doc="body: channel MLP on the image tokens, residual; head: norm, hidden layer (tanh), classifier",
@@ -243,4 +246,60 @@ declare_block(BlockSchema(
                   doc="probability of zeroing an element in training (nn.Dropout's default 0.5)"),),
     doc="dropout on the image tokens, on its own (training only)",
     example="...-DROP(p=0.3)-DOWN7(d=128)-GAP+MLP",
+))
+
+# The convolutional families (ResNet, MobileNet, EfficientNet): residual layers that may change the width and the
+# grid (``d=``, ``s=``), for convolutional stages and the conv stems of hybrids.
+_S = Param("s", "stride", int, None, 1, doc="stride of the block (its strided conv; the shortcut follows)",
+           range=_STRIDE)
+_SKIP = Param("skip", "skip", bool, None, True,
+              doc="identity shortcut when the stride is 1 and the width is kept (timm's noskip=false)")
+_SE = (
+    Param("se", "se_ratio", float, "se_ratio", 0.0, range=Range(0, 1),
+          doc="squeeze-excitation ratio (0 = off): SE width = ratio x the width of its base (`sebase`)"),
+    Param("sebase", "se_base", str, "se_base", "in", ("in", "mid"),
+          doc="SE width from the block's input width (EfficientNet; exactly timm's round(mid * se / e)) or from "
+              "the expanded width (MobileNetV3)"),
+    Param("sediv", "se_divisor", int, "se_divisor", 1, range=Range(1, 1_024),
+          doc="SE width rounding: 1 = nearest integer (timm's SqueezeExcite), n = timm's make_divisible(w, n)"),
+    Param("seact", "se_act", str, "se_act", Derived(lambda kw, _: kw["act"], "the block's act"), ACTS,
+          doc="activation inside the SE (MobileNetV3: relu)"),
+    Param("segate", "se_gate", str, "se_gate", "sigmoid", ACTS, doc="SE gate (MobileNetV3: hardsigmoid)"),
+)
+_DOWN = Param("down", "down", str, "down", "conv", ("conv", "avg"),
+              doc="projection shortcut (when the stride or width changes): conv = 1x1 conv with the stride + norm; "
+                  "avg = 2x2 average pool with the stride, then 1x1 conv + norm (ResNet-D)")
+declare_block(BlockSchema(
+    "BASIC", ("body",), "layer", params=(_D, _S, _DOWN, _act("act", "relu"), _norm("bn", "conv_norm")),
+    residual=True, width=Width("d"), stride="stride",
+    doc="ResNet basic block: act(x' + bn(conv3(act(bn(conv3_s(x)))))), x' = x or its projection",
+    example="BASIC(d=128,s=2)+BASIC",
+))
+declare_block(BlockSchema(
+    "BOTTLE", ("body",), "layer",
+    params=(_D, _S, Param("r", "mid_ratio", float, None, 0.25, range=Range(0, 64, lo_open=True),
+                          doc="bottleneck width / output width (ResNet 0.25; Wide ResNet-50-2: 0.5)"),
+            _DOWN, _act("act", "relu"), _norm("bn", "conv_norm")),
+    residual=True, width=Width("d"), stride="stride",
+    doc="ResNet bottleneck: act(x' + bn(conv1(act(bn(conv3_s(act(bn(conv1(x))))))))), bottleneck r x d",
+    example="BOTTLE(d=256)x3",
+))
+declare_block(BlockSchema(
+    "DS", ("body",), "layer", "kernel_size", False, 3, arg_range=ODD_KERNEL,
+    params=(_D, _S, _act("act", "relu"), _norm("bn", "conv_norm"),
+            Param("pwact", "pw_act", bool, None, False, doc="activation after the pointwise conv"),
+            _SKIP, *_SE),
+    residual=True, width=Width("d"), stride="stride",
+    doc="depthwise-separable block (MobileNet): bn(pw(se(act(bn(depthwise_k_s(x)))))), + x when it keeps the shape",
+    example="DS3(d=16,se=0.25)",
+))
+declare_block(BlockSchema(
+    "IR", ("body",), "layer", "kernel_size", False, 3, arg_range=ODD_KERNEL,
+    params=(_D, _S, Param("e", "exp_ratio", float, None, 6.0, range=Range(0, 64, lo_open=True),
+                          doc="expansion: hidden width = make_divisible(e x input width, 8)"),
+            _act("act", "relu"), _norm("bn", "conv_norm"), _SKIP, *_SE),
+    residual=True, width=Width("d"), stride="stride",
+    doc="inverted residual / MBConv: bn(pw(se(act(bn(depthwise_k_s(act(bn(pw_e(x))))))))), + x when it keeps the "
+        "shape",
+    example="IR3(e=6,se=0.25)x2",
 ))

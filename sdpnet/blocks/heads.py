@@ -116,7 +116,9 @@ class LinearHead(_Classifier):
 class MlpHead(_Classifier):
     """ViT-style MLP head: ``fc(hidden_norm(act(pre(norm(f)))))`` with LayerNorm (eps 1e-6), tanh, no hidden norm.
 
-    With ``hidden_act="sqrelu"`` and ``hidden_norm="ln"`` it is MetaFormer's ``MlpHead`` (after its pooled norm).
+    With ``hidden_act="sqrelu"`` and ``hidden_norm="ln"`` it is MetaFormer's ``MlpHead`` (after its pooled norm);
+    with ``feature_norm="none"`` and ``hidden_act="hardswish"`` MobileNetV3's ``conv_head`` + ``act2`` +
+    ``classifier`` (a 1x1 conv on pooled features is ``pre``).
     The hidden layer belongs to the classifier, as in timm's MetaFormer: ``pre_logits(f)`` is ``norm(f)``, and with
     ``num_classes=0`` there is no hidden layer either, so the output is the normed pooled features (timm's
     ``num_classes=0`` convention: ``num_features`` wide, whatever the hidden width).
@@ -127,14 +129,15 @@ class MlpHead(_Classifier):
         hidden: hidden width (default ``in_dim``).
         hidden_act: activation of the hidden layer.
         hidden_norm: norm after that activation (``none``, ``ln``, ...).
+        feature_norm: norm of the pooled features (``ln``, ``none``, ...).
     """
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None, hidden_act: str = "tanh",
-                 hidden_norm: str = "none") -> None:
+                 hidden_norm: str = "none", feature_norm: str = "ln") -> None:
         super().__init__()
         self.in_dim, self.hidden = in_dim, hidden or in_dim
         self.hidden_act, self.hidden_norm_name = hidden_act, hidden_norm
-        self.norm = nn.LayerNorm(in_dim, eps=LN_EPS)
+        self.norm = get_norm1d(feature_norm, in_dim, eps=LN_EPS)
         self._set_hidden(num_classes > 0)
         self._set_fc(self.hidden, num_classes)
 

@@ -111,6 +111,10 @@ _ACTS = {
     "none": nn.Identity,
     "starrelu": StarReLU,
     "sqrelu": SquaredReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "hardsigmoid": nn.Hardsigmoid,
+    "sigmoid": nn.Sigmoid,
 }
 
 
