@@ -111,15 +111,10 @@ def _coerce(param: Param, value: Any) -> Value:
         raise ValueError(f"{param.key} takes a word" + (f" ({', '.join(allowed)})" if allowed else "")
                          + f", got {value!r}")
     if allowed is not None and value not in allowed:
-        what = param.choices if isinstance(param.choices, str) else f"{param.key} value"
-        raise ValueError(f"{param.key}={value}: no such {what}; {choice_hint(value, allowed, what + ' values')}")
+        near = nearest(value, allowed)
+        raise ValueError(f"{param.key}={value} is not one of {', '.join(allowed)}"
+                         + (f"; did you mean {near}?" if near else ""))
     return value
-
-
-def choice_hint(value: str, allowed: tuple[str, ...], what: str) -> str:
-    """``did you mean ln? known norm values: bn, ln, ...``, in the registry's order."""
-    near = nearest(value, allowed)
-    return (f"did you mean {near}? " if near else "") + f"known {what}: {', '.join(allowed)}"
 
 
 def walk(stage: Stage) -> Iterator[Block]:
