@@ -28,8 +28,10 @@ from sdpnet.models.convert import from_timm  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "specs" / "zoo"
 FAMILIES = ("convnext_atto", "convnext_tiny", "poolformer_s12", "convformer_s18", "caformer_s18", "mixer_s16_224",
-            "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")
-FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")  # built for one img_size
+            "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256", "poolformerv2_s12",
+            "vit_small_patch16_rope_224")
+FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256",
+              "vit_small_patch16_rope_224")  # built for one img_size
 PARITY_RES = 64  # every family runs at 64 px (stride 32 at most); timm's fixed-size models are created for it
 
 
@@ -59,7 +61,11 @@ def random_timm_model(name: str, res: int, seed: int) -> nn.Module:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-    assert not list(ref.buffers()), f"{name} has buffers; give them values here"
+    for m in ref.modules():  # buffers computed from the config (timm's rotary tables), garbage after to_empty
+        if hasattr(m, "init_non_persistent_buffers"):
+            m.init_non_persistent_buffers()
+    kept = set(ref.state_dict()) - {k for k, _ in ref.named_parameters()}
+    assert not kept, f"{name} has buffers {sorted(kept)[:3]}; give them values here"
     return ref
 
 
