@@ -31,7 +31,7 @@ from sdpnet.train.dist import cleanup
 from sdpnet.train.errors import RunError, UsageError
 from sdpnet.train.loop import train
 from sdpnet.train.options import Options, expand_spec
-from sdpnet.train.prepare import prepare
+from sdpnet.train.prepare import load_recorded_plugins, prepare
 
 PROG = "train_ffcv.py"
 
@@ -47,8 +47,9 @@ def cli(argv: list[str]) -> int:
     opts = parse_options(Options, expand_spec(argv), description=__doc__.split("\n")[0], prog=PROG)
     try:
         try:
+            recorded = load_recorded_plugins(opts)   # a resumed run loads what it was trained with
             job = prepare(opts)
-            job.record["plugins"] = plugins   # evaluate/predict/export load them again
+            job.record["plugins"] = plugins + [p for p in recorded if p not in plugins]   # evaluate/... reload them
         except UsageError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2

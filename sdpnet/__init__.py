@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-in block schemas)
 from sdpnet._timm_hook import install as _install_timm_hook, register_timm
 from sdpnet.registry import (
-    BlockSchema, Derived, Param, Range, Width, declare_block, get_block, get_schema, list_blocks, register_block,
+    BlockSchema, Derived, Param, Range, Width, declare_act, declare_block, declare_norm, declare_pos, get_block,
+    get_schema, list_blocks, list_components, register_act, register_block, register_norm, register_pos,
 )
 from sdpnet.spec import ModelSpec, Spec, SpecError, load_spec, parse, resolve
 from sdpnet.spec.presets import list_models
@@ -38,7 +39,8 @@ def build(spec: Any, pretrained: Any = None, **overrides: Any) -> "SpecNet":
 _install_timm_hook()  # timm.create_model("sdpnet_xl") in either import order: see sdpnet/_timm_hook.py
 
 __all__ = [
-    "BlockSchema", "Derived", "ModelSpec", "Param", "Range", "Spec", "SpecError", "Width", "build",
-    "declare_block", "get_block", "get_schema", "list_blocks", "list_models", "load_spec", "parse", "register_block",
+    "BlockSchema", "Derived", "ModelSpec", "Param", "Range", "Spec", "SpecError", "Width", "build", "declare_act",
+    "declare_block", "declare_norm", "declare_pos", "get_block", "get_schema", "list_blocks", "list_components",
+    "list_models", "load_spec", "parse", "register_act", "register_block", "register_norm", "register_pos",
     "register_timm", "resolve",
 ]

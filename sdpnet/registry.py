@@ -111,7 +111,9 @@ class Param:
         default: the value when neither the block nor the hyperparameters give one; a :class:`Derived`
             computes it from the other keywords. The one place the default lives: the module's
             constructor must not give this keyword another default.
-        choices: the allowed values for a ``str`` keyword, if restricted.
+        choices: the allowed values for a ``str`` keyword, if restricted: a tuple of words, or the name of a
+            component registry (``"norm"``, ``"act"``, ``"pos"``: :data:`COMPONENTS`) whose names are read when a
+            value is checked, so a norm registered later is accepted too.
         roles: the roles where the keyword applies (None: all the block's roles).
         doc: one line for the docs and error messages.
         range: bounds of a number (checked on the final value, whoever gave it).
@@ -125,13 +127,19 @@ class Param:
     type: type
     hparam: str | None = None
     default: Any = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | str | None = None
     roles: tuple[str, ...] | None = None
     doc: str = ""
     range: Range | None = None
     divides: bool = False
     kind: str | None = None
     needs: tuple[str, ...] = ()
+
+    def allowed(self) -> tuple[str, ...] | None:
+        """The values the keyword accepts now (a component registry's current names), or None when open."""
+        if isinstance(self.choices, str):
+            return tuple(list_components(self.choices))
+        return self.choices
 
 
 @dataclass(frozen=True)
@@ -403,6 +411,9 @@ def check_schema(schema: BlockSchema) -> None:
             raise bad(f"keyword {p.key!r}: range= is for numbers")
         if p.divides and p.type is not int:
             raise bad(f"keyword {p.key!r}: divides= is for an int keyword")
+        if isinstance(p.choices, str) and (p.type is not str or p.choices not in COMPONENTS):
+            raise bad(f"keyword {p.key!r}: choices= names a component registry ({', '.join(COMPONENTS)}) "
+                      f"only for a str keyword, got {p.choices!r}")
         default = p.default
         if default is not None and not isinstance(default, Derived):
             ok = isinstance(default, p.type) and not (p.type is not bool and isinstance(default, bool))
@@ -410,8 +421,9 @@ def check_schema(schema: BlockSchema) -> None:
                 ok = True
             if not ok:
                 raise bad(f"keyword {p.key!r}: default {default!r} is not a {p.type.__name__}")
-            if p.choices is not None and default not in p.choices:
-                raise bad(f"keyword {p.key!r}: default {default!r} is not one of {p.choices}")
+            if p.choices is not None and default not in p.allowed():
+                raise bad(f"keyword {p.key!r}: default {default!r} is not one of {', '.join(p.allowed())}"
+                          + (f" (declare the {p.choices} first)" if isinstance(p.choices, str) else ""))
             if p.range is not None and (not math.isfinite(default) or p.range.why(default)):
                 raise bad(f"keyword {p.key!r}: default {default!r} {p.range.why(default) or 'is not finite'}")
     if schema.width.key is not None:
@@ -445,3 +457,122 @@ def check_schema(schema: BlockSchema) -> None:
         raise bad("arg_required/arg_default/arg_range need an arg")
     if schema.arg_default is not None and schema.arg_range and schema.arg_range.why(schema.arg_default):
         raise bad(f"arg_default {schema.arg_default} {schema.arg_range.why(schema.arg_default)}")
+
+
+# --- Component registries: the values of norm=, act= and pos= keywords ---------------------------------------
+
+#: What a keyword whose ``choices`` names a component registry chooses, and how its constructor is called
+#: (the constructors are bound in :mod:`sdpnet.blocks.layers`; docs/blocks.md, "Registering a norm, an
+#: activation, a position scheme").
+COMPONENTS = {
+    "norm": "normalisation layer: fn(dim, *, channels_first, eps) -> nn.Module over the channels of (B, dim, H, W) "
+            "when channels_first, else over the last dimension of (B, dim) or (B, N, dim)",
+    "act": "activation: fn() -> nn.Module, elementwise",
+    "pos": "position scheme inside attention: fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module whose "
+           "forward(q, k, grid) -> (q, k, bias or None) on (B, heads, N, head_dim), the first num_prefix tokens "
+           "being class/register tokens",
+}
+
+
+@dataclass
+class _Component:
+    doc: str
+    factory: Callable[..., Any] | None = None
+
+
+_COMPONENT_REGISTRY: dict[str, dict[str, _Component]] = {kind: {} for kind in COMPONENTS}
+
+
+def _component_table(kind: str) -> dict[str, _Component]:
+    if kind not in COMPONENTS:
+        raise ValueError(f"unknown component registry {kind!r}; choose one of {', '.join(COMPONENTS)}")
+    return _COMPONENT_REGISTRY[kind]
+
+
+def declare_component(kind: str, name: str, doc: str) -> None:
+    """Declare ``name`` in the ``kind`` registry (torch-free: the parser accepts it from now on); bind its
+    constructor later with ``register_component(kind, name)``. Declaring a name twice is an error."""
+    table = _component_table(kind)
+    if not isinstance(name, str) or not name[:1].isalpha() or not name.isalnum() or not name.islower():
+        raise ValueError(f"{kind} names are lower-case letters and digits, starting with a letter; got {name!r}")
+    if name in table:
+        raise ValueError(f"{kind} {name!r} is already declared; pick another name")
+    if not doc:
+        raise ValueError(f"{kind} {name!r}: give a one-line doc (what it computes)")
+    table[name] = _Component(doc)
+
+
+def register_component(kind: str, name: str, doc: str | None = None) -> Callable[[T], T]:
+    """Decorator binding a constructor to ``name`` in the ``kind`` registry; with ``doc`` the name is declared
+    at once, without it it must be declared already. Binding a name twice is an error."""
+
+    def bind(factory: T) -> T:
+        if doc is not None:
+            declare_component(kind, name, doc)
+        entry = _component_table(kind).get(name)
+        if entry is None:
+            raise ValueError(f"{kind} {name!r} is not declared: pass doc= to register_{kind} or declare it first")
+        if entry.factory is not None:
+            raise ValueError(f"{kind} {name!r} already has a constructor ({entry.factory!r})")
+        entry.factory = factory
+        return factory
+
+    return bind
+
+
+def get_component(kind: str, name: str) -> Callable[..., Any]:
+    """The constructor of ``name`` in the ``kind`` registry; raises ``ValueError`` saying what would be valid."""
+    table = _component_table(kind)
+    entry = table.get(name)
+    if entry is None:
+        raise ValueError(f"unknown {kind} {name!r}; known {kind} values: {', '.join(table)}")
+    if entry.factory is None:
+        raise ValueError(f"{kind} {name!r} is declared but has no constructor; import the module that registers it")
+    return entry.factory
+
+
+def list_components(kind: str) -> list[str]:
+    """The names in the ``kind`` registry, in declaration order (built-ins first)."""
+    return list(_component_table(kind))
+
+
+def component_doc(kind: str, name: str) -> str:
+    """The one-line doc of ``name`` in the ``kind`` registry."""
+    return _component_table(kind)[name].doc
+
+
+def declare_norm(name: str, doc: str) -> None:
+    """Declare a norm name (torch-free); see :func:`declare_component`."""
+    declare_component("norm", name, doc)
+
+
+def declare_act(name: str, doc: str) -> None:
+    """Declare an activation name (torch-free); see :func:`declare_component`."""
+    declare_component("act", name, doc)
+
+
+def declare_pos(name: str, doc: str) -> None:
+    """Declare a position-scheme name (torch-free); see :func:`declare_component`."""
+    declare_component("pos", name, doc)
+
+
+def register_norm(name: str, doc: str | None = None) -> Callable[[T], T]:
+    """Bind a norm constructor ``fn(dim, *, channels_first: bool, eps: float) -> nn.Module`` to ``name``, valid
+    in every ``norm=`` keyword and norm hyperparameter (``conv_norm``, ...)::
+
+        @register_norm("rms2", doc="RMSNorm without weight")
+        def rms2(dim, *, channels_first, eps): ...
+    """
+    return register_component("norm", name, doc)
+
+
+def register_act(name: str, doc: str | None = None) -> Callable[[T], T]:
+    """Bind an activation constructor ``fn() -> nn.Module`` to ``name``, valid in every ``act=`` keyword."""
+    return register_component("act", name, doc)
+
+
+def register_pos(name: str, doc: str | None = None) -> Callable[[T], T]:
+    """Bind a position scheme ``fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module`` to ``name``, valid in
+    ``ENC(pos=...)`` and the ``attn_pos`` hyperparameter; the module's ``forward(q, k, grid)`` returns
+    ``(q, k, bias)`` with ``bias`` None or an additive attention bias broadcastable to (B, heads, Nq, N)."""
+    return register_component("pos", name, doc)

@@ -9,11 +9,41 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width, declare_block
+from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width, declare_block, declare_component
 
-ACTS = ("gelu", "relu", "kelu", "silu", "tanh", "none", "starrelu", "sqrelu")
-ACTS += ("relu6", "hardswish", "hardsigmoid", "sigmoid")  # MobileNet / EfficientNet: ReLU6, hard activations, SE gates
-NORMS = ("bn", "ln", "none", "lnnb", "gn1")  # lnnb: LayerNorm without bias; gn1: GroupNorm, one group
+# The built-in components, name -> doc (torch-free; the constructors are bound under the same names in
+# sdpnet/blocks/layers/norm.py, act.py and pos.py). A new built-in is one line here and one line there.
+NORMS = {
+    "bn": "BatchNorm (BatchNorm2d on images, BatchNorm1d on features and token sequences), eps 1e-5",
+    "ln": "LayerNorm over the channels, the block's eps (1e-6 unless the block says otherwise)",
+    "none": "no norm (identity)",
+    "lnnb": "LayerNorm with a weight and no bias (MetaFormer's LayerNorm2dNoBias), the block's eps",
+    "gn1": "GroupNorm with one group (over channels and positions), eps 1e-5 (PoolFormer's GroupNorm1)",
+    "gn1nb": "GroupNorm with one group, a weight and no bias, eps 1e-6 (timm's GroupNorm1NoBias, PoolFormer v2)",
+    "rms": "RMSNorm over the channels (torch.nn.RMSNorm: x / sqrt(mean(x^2) + eps) * weight), the block's eps",
+}
+ACTS = {
+    "gelu": "GELU (exact erf form)",
+    "relu": "ReLU",
+    "kelu": "KeLU: a smooth ReLU, exactly ReLU outside [-3.5, 3.5] (SdP-Net)",
+    "silu": "SiLU (swish)",
+    "tanh": "tanh",
+    "none": "no activation (identity)",
+    "starrelu": "StarReLU: s * relu(x)^2 + b with learnable scalars s = 1, b = 0 (MetaFormer)",
+    "sqrelu": "squared ReLU, relu(x)^2 (Primer)",
+    "relu6": "ReLU6, min(max(x, 0), 6) (MobileNet v2)",
+    "hardswish": "hard swish, x * relu6(x + 3) / 6 (MobileNetV3)",
+    "hardsigmoid": "hard sigmoid, relu6(x + 3) / 6 (MobileNetV3's squeeze-excitation gate)",
+    "sigmoid": "logistic sigmoid (EfficientNet's squeeze-excitation gate)",
+}
+POS_SCHEMES = {
+    "none": "no position information inside attention",
+    "rope": "2-D axial rotary embeddings of the image tokens' (x, y) positions, temperature 100, class and "
+            "register tokens not rotated (timm's RotaryEmbeddingCat as in vit_small_patch16_rope_224)",
+}
+for _kind, _table in (("norm", NORMS), ("act", ACTS), ("pos", POS_SCHEMES)):
+    for _name, _doc in _table.items():
+        declare_component(_kind, _name, _doc)
 INITS = ("timm", "cct")  # initialisation schemes (hyperparameter ``init``)
 MAX_KERNEL = 1_023
 
@@ -41,11 +71,11 @@ WIDTH = Range(1, MAX_WIDTH)
 
 
 def _act(default_hparam: str | None = "act", default: str = "gelu", roles=None) -> Param:
-    return Param("act", "act", str, default_hparam, default, ACTS, roles, "activation")
+    return Param("act", "act", str, default_hparam, default, "act", roles, "activation")
 
 
 def _norm(default: str, hparam: str | None = None, roles=None) -> Param:
-    return Param("norm", "norm", str, hparam, default, NORMS, roles, "normalisation layer")
+    return Param("norm", "norm", str, hparam, default, "norm", roles, "normalisation layer")
 
 
 _D = Param("d", "dim", int, doc="output width (default: the current width; the stem's last tokenizer: `dim`)",
@@ -120,10 +150,10 @@ for schema in (
             replace(_GLU, roles=("body",), doc="gated (GLU-style) MLP"),
             Param("h", "hidden", int, "head_hidden", None, roles=("head",),
                   doc="head: hidden width (default: the current width)", range=WIDTH),
-            Param("hact", "hidden_act", str, "head_act", "tanh", ACTS, ("head",), "head: hidden activation"),
-            Param("hnorm", "hidden_norm", str, "head_norm", "none", NORMS, ("head",),
+            Param("hact", "hidden_act", str, "head_act", "tanh", "act", ("head",), "head: hidden activation"),
+            Param("hnorm", "hidden_norm", str, "head_norm", "none", "norm", ("head",),
                   "head: norm after the hidden activation (MetaFormer: ln)"),
-            Param("pnorm", "feature_norm", str, None, "ln", NORMS, ("head",),
+            Param("pnorm", "feature_norm", str, None, "ln", "norm", ("head",),
                   "head: norm of the pooled features before the hidden layer (MobileNetV3: none)"),
         ),
         residual=True, context={"body": (), "head": ("num_classes",)},
@@ -139,8 +169,10 @@ for schema in (
             Param("bias", "qkv_bias", bool, "qkv_bias", True, doc="bias in the qkv projection"),
             Param("qkn", "qk_norm", bool, "qk_norm", False, doc="LayerNorm on queries and keys"),
             _LS, _GLU, _DROP,
-            Param("norm", "norm", str, "enc_norm", "ln", ("ln", "lnnb"),
-                  doc="the two LayerNorms: ln, or lnnb without bias (CAFormer)"),
+            Param("norm", "norm", str, "enc_norm", "ln", "norm",
+                  doc="the two norms (norm1, norm2): ln, or lnnb without bias (CAFormer), or any norm"),
+            Param("pos", "pos", str, "attn_pos", "none", "pos",
+                  doc="position scheme inside attention, on queries and keys (rope: 2-D rotary)"),
             Param("pbias", "proj_bias", bool, "proj_bias", True, doc="bias of the attention's output projection"),
             Param("mbias", "mlp_bias", bool, "mlp_bias", True, doc="bias of the FFN's two layers"),
             _RS,
@@ -153,7 +185,7 @@ for schema in (
                       "x = norm2(x + attn(norm1(x))), then x + ffn(x)"),
             replace(_eps(1e-6), doc="LayerNorm eps"),
         ),
-        residual=True,
+        residual=True, context=("grid", "num_tokens"),
         doc="transformer encoder block over class/register tokens + image tokens (pre-norm; post=1: CCT's)",
         example="ENC(h=8,r=2)",
     ),
@@ -262,9 +294,9 @@ _SE = (
               "the expanded width (MobileNetV3)"),
     Param("sediv", "se_divisor", int, "se_divisor", 1, range=Range(1, 1_024),
           doc="SE width rounding: 1 = nearest integer (timm's SqueezeExcite), n = timm's make_divisible(w, n)"),
-    Param("seact", "se_act", str, "se_act", Derived(lambda kw, _: kw["act"], "the block's act"), ACTS,
+    Param("seact", "se_act", str, "se_act", Derived(lambda kw, _: kw["act"], "the block's act"), "act",
           doc="activation inside the SE (MobileNetV3: relu)"),
-    Param("segate", "se_gate", str, "se_gate", "sigmoid", ACTS, doc="SE gate (MobileNetV3: hardsigmoid)"),
+    Param("segate", "se_gate", str, "se_gate", "sigmoid", "act", doc="SE gate (MobileNetV3: hardsigmoid)"),
 )
 _DOWN = Param("down", "down", str, "down", "conv", ("conv", "avg"),
               doc="projection shortcut (when the stride or width changes): conv = 1x1 conv with the stride + norm; "

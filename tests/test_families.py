@@ -28,8 +28,10 @@ from sdpnet.models.convert import from_timm  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "specs" / "zoo"
 FAMILIES = ("convnext_atto", "convnext_tiny", "poolformer_s12", "convformer_s18", "caformer_s18", "mixer_s16_224",
-            "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")
-FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256")  # built for one img_size
+            "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256", "poolformerv2_s12",
+            "vit_small_patch16_rope_224")
+FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256",
+              "vit_small_patch16_rope_224")  # built for one img_size
 PARITY_RES = 64  # every family runs at 64 px (stride 32 at most); timm's fixed-size models are created for it
 
 
@@ -59,7 +61,11 @@ def random_timm_model(name: str, res: int, seed: int) -> nn.Module:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-    assert not list(ref.buffers()), f"{name} has buffers; give them values here"
+    for m in ref.modules():  # buffers computed from the config (timm's rotary tables), garbage after to_empty
+        if hasattr(m, "init_non_persistent_buffers"):
+            m.init_non_persistent_buffers()
+    kept = set(ref.state_dict()) - {k for k, _ in ref.named_parameters()}
+    assert not kept, f"{name} has buffers {sorted(kept)[:3]}; give them values here"
     return ref
 
 
@@ -281,3 +287,68 @@ class TestGallery:
         assert res.returncode == 0, res.stderr[-2000:]
         assert res.stdout == (REPO / "docs" / "gallery.md").read_text(), \
             "docs/gallery.md is stale: run python -m sdpnet gallery --markdown > docs/gallery.md"
+
+
+class TestRegisteredNorms:
+    """The norms added as registry entries compute what timm and torch compute, in both layouts."""
+
+    def test_rms_is_torch_rmsnorm_over_channels(self) -> None:
+        """rms on images is nn.RMSNorm over the channels (the block's eps), and nn.RMSNorm itself on tokens."""
+        x = torch.randn(2, 8, 3, 5)
+        m = get_norm2d("rms", 8, eps=1e-5)
+        with torch.no_grad():
+            m.weight.copy_(torch.randn(8))
+        ref = nn.RMSNorm(8, eps=1e-5)
+        ref.load_state_dict(m.state_dict())
+        torch.testing.assert_close(m(x), ref(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        assert isinstance(get_norm1d("rms", 8), nn.RMSNorm) and get_norm1d("rms", 8).eps == 1e-6
+
+    def test_gn1nb_is_timm_groupnorm1_no_bias(self) -> None:
+        """gn1nb is timm's GroupNorm1NoBias: one group, a weight, no bias, eps 1e-6."""
+        from timm.models.metaformer import GroupNorm1NoBias
+
+        ref, m = GroupNorm1NoBias(8), get_norm2d("gn1nb", 8)
+        with torch.no_grad():
+            ref.weight.copy_(torch.randn(8))
+        m.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 8, 4, 4)
+        assert m.bias is None and m.eps == ref.eps == 1e-6
+        torch.testing.assert_close(m(x), ref(x))
+
+    @pytest.mark.parametrize("norm", ["bn", "gn1", "gn1nb", "rms", "ln", "lnnb"])
+    def test_every_norm_serves_token_sequences(self, norm: str) -> None:
+        """ENC(norm=...) builds with any registered norm, and runs forward and backward on its sequence."""
+        model = sdpnet.build(f"P8+CLS-ENC(h=2,norm={norm})-TOKS+LIN", dim=16, img_size=32, num_classes=3)
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+class TestRope:
+    """``ENC(pos=rope)``: timm's 2-D axial rotary embeddings, following the resolution."""
+
+    def test_other_resolution_equals_timm_dynamic(self) -> None:
+        """Built for 64 px, run at 96 x 64, the model equals timm's vit_small_patch16_rope_224 with
+        dynamic_img_size (which computes the rotary table for each input's grid), same weights."""
+        ref = random_timm_model("vit_small_patch16_rope_224", PARITY_RES, seed=3)
+        ours = from_timm(ref, ZOO / "vit_small_patch16_rope_224.json", img_size=PARITY_RES).eval()
+        dyn = timm.create_model("vit_small_patch16_rope_224", img_size=PARITY_RES, dynamic_img_size=True).eval()
+        dyn.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            got, want = ours(x), dyn(x)
+        assert want.std() > 0.1
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+    def test_rope_changes_what_the_image_tokens_see(self) -> None:
+        """pos=rope and pos=none with the same weights give different logits (the image keys are rotated)."""
+        torch.manual_seed(0)
+        rope = sdpnet.build("P8+CLS-ENC(h=2,pos=rope)-TOKS+LIN", dim=16, img_size=32, num_classes=3).eval()
+        none = sdpnet.build("P8+CLS-ENC(h=2)-TOKS+LIN", dim=16, img_size=32, num_classes=3).eval()
+        none.load_state_dict(rope.state_dict())
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            assert not torch.allclose(rope(x), none(x))
+
+    def test_head_width_must_split_in_four(self) -> None:
+        """A head width not divisible by 4 is refused at build time, naming what would work."""
+        with pytest.raises(ValueError, match="divisible by 4"):
+            sdpnet.build("P8-ENC(h=3,pos=rope)", dim=18, img_size=32, num_classes=3)

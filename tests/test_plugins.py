@@ -122,3 +122,115 @@ def test_train_records_and_evaluate_reloads(fashion_mnist_betons: Path, tmp_path
     plugin_file.unlink()
     r = sdpnet("evaluate", str(run))
     assert r.returncode == 2 and "my_blocks.py" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+NORM_PLUGIN = textwrap.dedent('''
+    import torch
+    from torch import nn
+    from sdpnet import register_act, register_norm
+
+
+    class ScaleNorm(nn.Module):
+        """g * x / max(||x||, eps) over the channels (dim 1 of images, the last of features and tokens)."""
+
+        def __init__(self, channel_dim, eps):
+            super().__init__()
+            self.g, self.channel_dim, self.eps = nn.Parameter(torch.ones(1)), channel_dim, eps
+
+        def forward(self, x):
+            return self.g * x / x.norm(dim=self.channel_dim, keepdim=True).clamp_min(self.eps)
+
+
+    @register_norm("scalenorm", doc="ScaleNorm: g * x / ||x|| over the channels, one learnable scalar g")
+    def scale_norm(dim, *, channels_first, eps):
+        return ScaleNorm(1 if channels_first else -1, eps)
+
+
+    register_act("mish", doc="Mish: x * tanh(softplus(x))")(nn.Mish)
+''')
+# the plugin block, the plugin norm in a block keyword and in a hyperparameter's place (ENC's norm), a plugin act
+NORM_SPEC = "P4(d=16)-PLUG-POOL(norm=scalenorm)+MLP(act=mish)-ENC(h=2,norm=scalenorm)+CLS1-LIN"
+
+
+@pytest.fixture
+def norm_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_norms.py"
+    path.write_text(NORM_PLUGIN)
+    return path
+
+
+def train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SDPNET_PLUGINS", None)
+    return subprocess.run([sys.executable, "train_ffcv.py", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+
+
+def tiny_data(d: Path) -> list[str]:
+    return ["-C", "configs/fashion_mnist.yaml", f"--data.train_path={d / 'train.beton'}",
+            f"--data.val_path={d / 'val.beton'}", "--data.train_subset=256", "--data.val_subset=100",
+            "--data.num_workers=1", "--training.batch_size=64", "--logging.progress=0"]
+
+
+class TestUserNorm:
+    def test_unknown_without_the_plugin(self):
+        """Without the plugin, norm=scalenorm is refused in one message naming the known norms."""
+        r = sdpnet("parse", "P4-POOL(norm=scalenorm)")
+        assert r.returncode == 2 and "norm=scalenorm is not one of bn, ln" in r.stderr, r.stderr
+
+    def test_plugin_norm_in_keywords_and_hparams(self, norm_file, plugin_file):
+        """With ``--import my_norms.py`` the norm and the activation are valid in every keyword of their type and
+        in the hyperparameters that feed them; the summary builds and runs the model; a typo gets a suggestion."""
+        imports = ["--import", str(norm_file), "--import", str(plugin_file)]
+        r = sdpnet("summary", *imports, NORM_SPEC, "--set", "conv_norm=scalenorm", "--set", "head_act=mish")
+        assert r.returncode == 0, r.stderr
+        r = sdpnet("parse", *imports, "P4-POOL(norm=scalenrm)")
+        assert r.returncode == 2 and "did you mean scalenorm?" in r.stderr, r.stderr
+
+    def test_listed_by_blocks(self, norm_file):
+        """``python -m sdpnet blocks`` lists the plugin's norm and activation with their docs."""
+        r = sdpnet("blocks", "--import", str(norm_file))
+        assert r.returncode == 0, r.stderr
+        assert "scalenorm  ScaleNorm: g * x / ||x||" in r.stdout and "mish       Mish" in r.stdout
+
+    def test_registering_twice_is_an_error(self, norm_file, tmp_path):
+        """A second plugin registering ``scalenorm`` (or a built-in name) again fails in one line naming it."""
+        again = tmp_path / "again.py"
+        again.write_text("from torch import nn\nfrom sdpnet import register_norm\n"
+                         "register_norm('rms', doc='mine')(lambda dim, *, channels_first, eps: nn.Identity())\n")
+        r = sdpnet("parse", "--import", str(again), "P4")
+        assert r.returncode != 0 and "norm 'rms' is already declared" in r.stderr, r.stderr
+
+
+def test_train_sweep_and_resume_with_plugins(fashion_mnist_betons: Path, tmp_path: Path, norm_file: Path,
+                                             plugin_file: Path):
+    """A user norm and a plugin block from ``train_ffcv.py --import`` (1 epoch), resumed to 2 epochs with
+    ``--training.resume=1`` and no ``--import`` (the run's recorded plugins are loaded again), refused in one line
+    once a plugin is gone; and the same spec from ``python -m sdpnet sweep --import``."""
+    import json
+    data, run = tiny_data(fashion_mnist_betons), tmp_path / "run"
+    res = train("--import", str(norm_file), "--import", str(plugin_file), "--spec", NORM_SPEC, *data,
+                "--training.epochs=1", f"--logging.folder={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    plugins = [str(norm_file.resolve()), str(plugin_file.resolve())]
+    assert json.loads((run / "config.json").read_text())["plugins"] == plugins
+    res = train("--spec", NORM_SPEC, *data, "--training.epochs=2", "--training.resume=1",
+                "--training.resume_changed=1", f"--logging.folder={run}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "epoch" in r][-1] == 2
+    assert json.loads((run / "config.json").read_text())["plugins"] == plugins
+    norm_file.rename(tmp_path / "moved.py")
+    res = train("--spec", NORM_SPEC, *data, "--training.epochs=3", "--training.resume=1",
+                "--training.resume_changed=1", f"--logging.folder={run}")
+    assert res.returncode == 2 and "my_norms.py" in res.stderr and res.stderr.strip().count("\n") == 0, res.stderr
+    (tmp_path / "moved.py").rename(norm_file)
+
+    out = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "-m", "sdpnet", "sweep", "--import", str(norm_file), "--import",
+                        str(plugin_file), NORM_SPEC, *data, "--budget.epochs=1", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**{k: v for k, v in os.environ.items() if k != "SDPNET_PLUGINS"}, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (done,) = [p.parent for p in out.glob("*/results.json")]
+    assert json.loads((done / "config.json").read_text())["plugins"] == plugins

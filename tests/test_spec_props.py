@@ -30,7 +30,7 @@ def values(param):
         return in_range(st.integers(1, 512), param.range)
     if param.type is float:
         return in_range(st.floats(0, 8, allow_nan=False, allow_infinity=False), param.range)
-    return st.sampled_from(param.choices or ("a", "word"))
+    return st.sampled_from(param.allowed() or ("a", "word"))
 
 
 @st.composite

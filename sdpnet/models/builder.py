@@ -120,6 +120,7 @@ class SpecNet(nn.Module):
         self.body = nn.ModuleList(body)
         self._kinds = tuple(layer.kind for layer in body_layers)
         self._runs = sequence_runs(self._kinds)
+        self._takes_grid = takes_grid(self.body)
         self.pool = head[0]
         self._pool_reads_image = get_schema(pool_layer.name).reads_image
         self.head = nn.Sequential(*head[1:])
@@ -234,9 +235,10 @@ class SpecNet(nn.Module):
                 else:  # a run of sequence blocks: join once, split at its end and where a tap or stop needs it
                     s = join_tokens(x, t)
                     for j in range(start, end):
+                        grid = {"grid": tuple(x.shape[-2:])} if self._takes_grid[j] else {}
                         if class_tokens_only and j == len(self.body) - 1:
-                            return x, self._call(self.body[j], s, num_queries=self.num_cls), taps
-                        s = self._call(self.body[j], s)
+                            return x, self._call(self.body[j], s, num_queries=self.num_cls, **grid), taps
+                        s = self._call(self.body[j], s, **grid)
                         if n + j in take or n + j == stop or j == end - 1:
                             x, t = split_tokens(s, t.shape[1], x.shape[-2:])
                         if n + j in take:
@@ -363,6 +365,7 @@ class SpecNet(nn.Module):
             self.body = self.body[: last + 1 - n]
         self._kinds = self._kinds[: len(self.body)]
         self._runs = sequence_runs(self._kinds)
+        self._takes_grid = takes_grid(self.body)
         self.feature_info = self.feature_info[: last + 1]
         self.num_features = self.feature_info[-1]["num_chs"]
         if prune_head:
@@ -422,6 +425,12 @@ class SpecNet(nn.Module):
                              f"needs another spec head")
         self.global_pool = pool_name if global_pool else ""
         self._class_tokens_only = self._shortcut()
+
+
+def takes_grid(body: nn.ModuleList) -> tuple[bool, ...]:
+    """For each body block, whether its ``forward`` takes ``grid``: a sequence block that does is handed the
+    image grid (H, W) of each forward (the sequence no longer says it), so it can follow the resolution."""
+    return tuple("grid" in inspect.signature(block.forward).parameters for block in body)
 
 
 def sequence_runs(kinds: tuple[str, ...]) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ from sdpnet import vocabulary as _vocabulary  # noqa: F401  (declares the built-
 from sdpnet.registry import BlockSchema, Param, blocks_where, get_schema, list_blocks
 from sdpnet.spec.errors import SpecError
 from sdpnet.spec.nodes import Block, Stage, Unit, Value, expand_stage
-from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
+from sdpnet.spec.text import BOOL_WORDS, nearest, parse_bool, suggest
 
 if TYPE_CHECKING:
     from sdpnet.spec.tree import Spec
@@ -106,11 +106,14 @@ def _coerce(param: Param, value: Any) -> Value:
                 raise ValueError(f"{param.key} takes a finite number, got {value!r}")
             return value
         raise ValueError(f"{param.key} takes a number, got {value!r}")
+    allowed = param.allowed()
     if not isinstance(value, str) or isinstance(value, bool):
-        raise ValueError(f"{param.key} takes a word" + (f" ({', '.join(param.choices)})" if param.choices else "")
+        raise ValueError(f"{param.key} takes a word" + (f" ({', '.join(allowed)})" if allowed else "")
                          + f", got {value!r}")
-    if param.choices is not None and value not in param.choices:
-        raise ValueError(f"{param.key}={value} is not one of {', '.join(param.choices)}")
+    if allowed is not None and value not in allowed:
+        near = nearest(value, allowed)
+        raise ValueError(f"{param.key}={value} is not one of {', '.join(allowed)}"
+                         + (f"; did you mean {near}?" if near else ""))
     return value
 
 

@@ -21,7 +21,7 @@ from sdpnet.spec.check import MAX_INT
 from sdpnet.spec.errors import SpecError
 from sdpnet.spec.jsontree import from_json as _tree_from_json
 from sdpnet.spec.parser import parse
-from sdpnet.spec.text import BOOL_WORDS, parse_bool, suggest
+from sdpnet.spec.text import BOOL_WORDS, nearest, parse_bool, suggest
 from sdpnet.spec.tree import Spec
 
 # Types of the global hyperparameters (block hyperparameters take the type of the keyword they feed).
@@ -42,7 +42,7 @@ def hparam_types() -> dict[str, tuple[type, tuple[str, ...] | None, str]]:
     for name in list_blocks():
         for p in get_schema(name).params:
             if p.hparam and p.hparam not in out:
-                out[p.hparam] = (p.type, p.choices, f"default of {name}'s {p.key}: {p.doc}")
+                out[p.hparam] = (p.type, p.allowed(), f"default of {name}'s {p.key}: {p.doc}")
     return out
 
 
@@ -78,7 +78,8 @@ def check_hparam(key: str, value: Any, where: str | None = None) -> Any:
         if not isinstance(value, str):
             raise bad("expected a string")
         if choices is not None and value not in choices:
-            raise bad(f"expected one of {', '.join(choices)}")
+            near = nearest(value, choices)
+            raise bad((f"did you mean {near}? " if near else "") + f"expected one of {', '.join(choices)}")
     for name in list_blocks():  # the bounds of every keyword this hyperparameter feeds
         for p in get_schema(name).params:
             if p.hparam == key and p.range is not None and p.range.why(value):

@@ -65,7 +65,8 @@ def attention_layers(model: nn.Module) -> list[AttentionLayer]:
 
 @contextmanager
 def capture_attention(layers: Sequence[AttentionLayer]) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-    """Hooks on each layer's ``q_norm`` / ``k_norm`` while the context is open; yields ``{name: {"q": .., "k": ..}}``
+    """Hooks on each layer's ``q_norm`` / ``k_norm`` (or on its position scheme ``pos``, whose output are the
+    queries and keys attention uses) while the context is open; yields ``{name: {"q": .., "k": ..}}``
     filled by the forward passes run inside it (the last pass wins)."""
     store: dict[str, dict[str, torch.Tensor]] = {layer.name: {} for layer in layers}
     handles = []
@@ -75,8 +76,17 @@ def capture_attention(layers: Sequence[AttentionLayer]) -> Iterator[dict[str, di
             store[name][key] = output.detach()
         return hook
 
+    def keep_pair(name: str):
+        def hook(module: nn.Module, inputs: Any, output: tuple[torch.Tensor, torch.Tensor, Any]) -> None:
+            store[name]["q"], store[name]["k"] = output[0].detach(), output[1].detach()
+        return hook
+
     try:
         for layer in layers:
+            pos = getattr(layer.module, "pos", None)
+            if isinstance(pos, nn.Module):   # a position scheme (ENC's pos=) turns q and k after their norms
+                handles.append(pos.register_forward_hook(keep_pair(layer.name)))
+                continue
             handles.append(layer.module.q_norm.register_forward_hook(keep(layer.name, "q")))
             handles.append(layer.module.k_norm.register_forward_hook(keep(layer.name, "k")))
         yield store

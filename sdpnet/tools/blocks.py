@@ -1,10 +1,11 @@
 """``python -m sdpnet blocks``: the block vocabulary, one block a line pair: roles, integer argument, keywords,
-meaning and an example (read from the registry; no torch)."""
+meaning and an example; then the values of ``norm=``, ``act=`` and ``pos=`` keywords, one a line (read from the
+registries; no torch)."""
 from __future__ import annotations
 
 import argparse
 
-from sdpnet.registry import get_schema, list_blocks
+from sdpnet.registry import COMPONENTS, component_doc, get_schema, list_blocks, list_components
 from sdpnet.tools.cli import command_main
 
 __all__ = ["main"]
@@ -21,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
         keys = ", ".join(p.key + (f"[{'/'.join(p.roles)}]" if p.roles else "") for p in s.params) or "-"
         print(f"{name:8} {'/'.join(s.roles):16} arg: {arg:36} keywords: {keys}")
         print(f"{'':8} {s.doc}  e.g. {s.example}")
+    for kind in COMPONENTS:
+        print(f"\n{kind} values ({kind}= keywords and their hyperparameters):")
+        for name in list_components(kind):
+            print(f"  {name:10} {component_doc(kind, name)}")
     return 0
 
 

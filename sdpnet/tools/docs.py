@@ -1,5 +1,6 @@
 """The docs' block tables, generated from the registry: ``python -m sdpnet docs`` writes them into
-docs/spec.md (the vocabulary and its keywords) and docs/blocks.md (the modules), between
+docs/spec.md (the vocabulary, its keywords, the norms/activations/position schemes) and docs/blocks.md (the
+modules and constructors), between
 ``<!-- generated:NAME -->`` and ``<!-- end:NAME -->`` markers; ``--check`` fails when the files drift.
 """
 from __future__ import annotations
@@ -11,7 +12,10 @@ import sys
 from pathlib import Path
 
 from sdpnet.files import replace_atomically
-from sdpnet.registry import BlockSchema, Derived, get_block, get_schema, list_blocks
+from sdpnet.registry import (
+    COMPONENTS, BlockSchema, Derived, Param, component_doc, get_block, get_component, get_schema, list_blocks,
+    list_components,
+)
 from sdpnet.tools.cli import command_main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"   # the source checkout's docs/
@@ -40,6 +44,33 @@ def _kind(s: BlockSchema) -> str:
     return kind + (f"; {', '.join(switches)}" if switches else "") + (", tokenizer" if s.tokenizer else "")
 
 
+def _choices(p: Param) -> str:
+    if isinstance(p.choices, str):
+        return f" (a registered {p.choices}: see below)"
+    return f" ({'/'.join(p.choices)})" if p.choices else ""
+
+
+def component_table() -> str:
+    """Markdown: one row per registered norm, activation and position scheme (name, meaning)."""
+    rows = ["| registry | name | meaning |", "|---|---|---|"]
+    for kind in COMPONENTS:
+        rows += [f"| {kind} | `{name}` | {_cell(component_doc(kind, name))} |" for name in list_components(kind)]
+    return "\n".join(rows)
+
+
+def component_module_table() -> str:
+    """Markdown: one row per registered norm, activation and position scheme: its constructor (file)."""
+    import sdpnet.blocks  # noqa: F401  (torch: binds the built-in constructors)
+
+    rows = ["| registry | name | constructor (file) |", "|---|---|---|"]
+    for kind in COMPONENTS:
+        for name in list_components(kind):
+            factory = get_component(kind, name)
+            where = Path(inspect.getfile(factory)).name
+            rows.append(f"| {kind} | `{name}` | `{factory.__name__}` ({where}) |")
+    return "\n".join(rows)
+
+
 def vocabulary_table() -> str:
     """Markdown: one row per block (kind, roles, integer, width, stride, residual, meaning, example)."""
     rows = ["| block | kind | roles | integer | width | stride | residual | meaning | example |",
@@ -59,7 +90,7 @@ def keyword_table() -> str:
             "|---|---|---|---|---|---|---|---|"]
     for name in list_blocks():
         for p in get_schema(name).params:
-            kind = p.type.__name__ + (f" ({'/'.join(p.choices)})" if p.choices else "")
+            kind = p.type.__name__ + _choices(p)
             extra = (", must divide the width" if p.divides else "") + (f"; needs {', '.join(p.needs)}" if p.needs else "")
             rows.append(f"| `{name}` | `{p.key}` → `{p.target}` | {kind} | {_cell(repr(p.default))} | "
                         f"{p.range or '—'} | {f'`{p.hparam}`' if p.hparam else '—'} | "
@@ -85,8 +116,8 @@ def module_table() -> str:
 
 
 SECTIONS = {
-    "spec.md": {"vocabulary": vocabulary_table, "keywords": keyword_table},
-    "blocks.md": {"modules": module_table},
+    "spec.md": {"vocabulary": vocabulary_table, "keywords": keyword_table, "components": component_table},
+    "blocks.md": {"modules": module_table, "component-modules": component_module_table},
 }
 
 

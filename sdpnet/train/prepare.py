@@ -20,6 +20,7 @@ from sdpnet.data.loaders import resolve_engine
 from sdpnet.files import git_revision, os_error_text
 from sdpnet.models.builder import build
 from sdpnet.models.weights import WeightsError
+from sdpnet.plugins import load_plugins
 from sdpnet.spec import SpecError, load_spec
 from sdpnet.train.config import options_dict
 from sdpnet.train.dist import DistInfo, init_distributed
@@ -165,6 +166,29 @@ def make_model(o: Options, num_classes: int) -> tuple[torch.nn.Module, dict]:
     return model, {**model_spec.to_json(), "canonical": str(model_spec.arch)}
 
 
+def run_path(o: Options) -> Path:
+    """The run folder the options name (``--logging.folder``, else runs/ and the spec file's name)."""
+    return Path(o.logging.folder or Path("runs") / (Path(o.model.spec).stem if o.model.spec.endswith(".json")
+                                                      else "spec"))
+
+
+def load_recorded_plugins(o: Options) -> list[str]:
+    """With ``--training.resume=1``: load the plugins recorded in the run folder's config.json (the run's spec
+    may name their blocks, norms...) and return them; none when there is no run to resume. Raises UsageError
+    naming a plugin that cannot be loaded."""
+    config = run_path(o) / "config.json"
+    if not o.training.resume or not config.is_file():
+        return []
+    try:
+        recorded = json.loads(config.read_text()).get("plugins", [])
+    except (OSError, ValueError, AttributeError):
+        return []   # an unreadable record: check_run_folder/open_resume report the run folder's problems
+    try:
+        return load_plugins(recorded, env=False, entry_points=False)
+    except ValueError as e:
+        raise UsageError(f"{e} (the run in {run_path(o)} was trained with it; recorded in its config.json)") from None
+
+
 def check_run_folder(o: Options, job_id: str | None = None) -> Path:
     """The run folder, refused (nothing created) if it holds a run and resume is off, or cannot be written.
 
@@ -172,8 +196,7 @@ def check_run_folder(o: Options, job_id: str | None = None) -> Path:
     started (:func:`started_by`), in an attempt before a restart, is resumed without --training.resume=1; any
     other run is refused as usual, so a first attempt's refusal stays a refusal in every restart.
     """
-    run = Path(o.logging.folder or Path("runs") / (Path(o.model.spec).stem if o.model.spec.endswith(".json")
-                                                     else "spec"))
+    run = run_path(o)
     if run.exists() and not run.is_dir():
         raise UsageError(f"--logging.folder={run} is a file, not a folder; choose another path")
     holds_run = (run / "checkpoint.pt").exists() or (run / "metrics.jsonl").exists()

@@ -1,4 +1,5 @@
-"""Activations by name: KeLU, and MetaFormer's StarReLU and squared ReLU."""
+"""Activations by name: the constructors of the ``act`` registry (``fn() -> nn.Module``; names and docs are
+declared torch-free in :mod:`sdpnet.vocabulary`), with KeLU and MetaFormer's StarReLU and squared ReLU."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sdpnet.registry import get_component, register_act
 
 
 class KeLU(nn.Module):
@@ -102,6 +105,7 @@ class SquaredReLU(nn.Module):
         return F.relu(x).square()
 
 
+# The built-in activations, bound to the names declared in sdpnet.vocabulary.ACTS: one line each.
 _ACTS = {
     "gelu": nn.GELU,
     "relu": nn.ReLU,
@@ -116,11 +120,10 @@ _ACTS = {
     "hardsigmoid": nn.Hardsigmoid,
     "sigmoid": nn.Sigmoid,
 }
+for _name, _factory in _ACTS.items():
+    register_act(_name)(_factory)
 
 
 def get_act(name: str) -> nn.Module:
-    """A new activation module for ``name`` (gelu, relu, kelu, silu, tanh, none, starrelu, sqrelu)."""
-    try:
-        return _ACTS[name]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(_ACTS)}") from None
+    """A new activation module of the registered activation ``name`` (``python -m sdpnet blocks`` lists them)."""
+    return get_component("act", name)()

@@ -1,12 +1,22 @@
-"""Normalisation layers by name: channel norms for NCHW images and for (B, C) features."""
+"""Normalisation layers by name: the constructors of the ``norm`` registry (names and docs are declared torch-free
+in :mod:`sdpnet.vocabulary`).
+
+A norm constructor is ``fn(dim, *, channels_first, eps) -> nn.Module``: with ``channels_first`` it normalises the
+channels of (B, dim, H, W) images, else the last dimension of (B, dim) features or (B, N, dim) token sequences.
+``eps`` is the block's (its ``eps`` keyword, LayerNorm's 1e-6 unless the block says otherwise); a norm with a fixed
+eps of its own (BatchNorm, GroupNorm) ignores it.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdpnet.registry import get_component, register_norm
+
 LN_EPS = 1e-6  # timm's ViT LayerNorm eps: the default of every LayerNorm in sdpnet except SEQPOOL's (CCT: 1e-5)
 GN_EPS = 1e-5  # GroupNorm's eps (``gn1``): PyTorch's default, as PoolFormer's GroupNorm1
+GN_NB_EPS = 1e-6  # ``gn1nb``: timm's GroupNorm1NoBias (metaformer.py) sets eps 1e-6 unless given one
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -25,30 +35,84 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class RMSNorm2d(nn.RMSNorm):
+    """RMSNorm over the channels of an NCHW tensor (``torch.nn.RMSNorm`` on the channels-last view)."""
+
+    def __init__(self, num_channels: int, eps: float = LN_EPS) -> None:
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class BatchNormLast(nn.BatchNorm1d):
+    """BatchNorm1d over the last dimension: (B, C) as BatchNorm1d, (B, N, C) per channel over batch and tokens."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x)
+
+
+class GroupNorm1Last(nn.GroupNorm):
+    """GroupNorm with one group over the last dimension: (B, C) normalised over C, (B, N, C) over N and C (as
+    ``gn1`` on an image normalises over channels and positions), with a per-channel affine."""
+
+    def __init__(self, num_channels: int, eps: float, bias: bool = True) -> None:
+        super().__init__(1, num_channels, eps=eps, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(-1, 1)).movedim(1, -1)
+
+
+@register_norm("bn")
+def batch_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return nn.BatchNorm2d(dim) if channels_first else BatchNormLast(dim)
+
+
+@register_norm("ln")
+def layer_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return LayerNorm2d(dim, eps=eps) if channels_first else nn.LayerNorm(dim, eps=eps)
+
+
+@register_norm("none")
+def no_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return nn.Identity()
+
+
+@register_norm("lnnb")
+def layer_norm_no_bias(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return LayerNorm2d(dim, eps=eps, bias=False) if channels_first else nn.LayerNorm(dim, eps=eps, bias=False)
+
+
+@register_norm("gn1")
+def group_norm1(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return nn.GroupNorm(1, dim, eps=GN_EPS) if channels_first else GroupNorm1Last(dim, eps=GN_EPS)
+
+
+@register_norm("gn1nb")
+def group_norm1_no_bias(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    if channels_first:
+        return nn.GroupNorm(1, dim, eps=GN_NB_EPS, bias=False)
+    return GroupNorm1Last(dim, eps=GN_NB_EPS, bias=False)
+
+
+@register_norm("rms")
+def rms_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
+    return RMSNorm2d(dim, eps=eps) if channels_first else nn.RMSNorm(dim, eps=eps)
+
+
+def make_norm(name: str, dim: int, *, channels_first: bool, eps: float = LN_EPS) -> nn.Module:
+    """A new norm module of the registered norm ``name`` (see the module docstring for the two layouts)."""
+    return get_component("norm", name)(dim, channels_first=channels_first, eps=eps)
+
+
 def get_norm2d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
-    """A norm over the channels of (B, dim, H, W): ``bn`` BatchNorm2d, ``ln`` LayerNorm2d (``eps``), ``lnnb`` the
-    same without bias, ``gn1`` GroupNorm with one group (eps 1e-5: over channels and positions), ``none``."""
-    if name == "bn":
-        return nn.BatchNorm2d(dim)
-    if name in ("ln", "lnnb"):
-        return LayerNorm2d(dim, eps=eps, bias=name == "ln")
-    if name == "gn1":
-        return nn.GroupNorm(1, dim, eps=GN_EPS)
-    if name == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {name!r}; choose one of bn, ln, lnnb, gn1, none")
+    """A norm over the channels of (B, dim, H, W): the registered norm ``name`` (``python -m sdpnet blocks``)."""
+    return make_norm(name, dim, channels_first=True, eps=eps)
 
 
 def get_norm1d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
-    """A norm over the last dimension of (B, dim) features: ``bn`` BatchNorm1d, ``ln`` LayerNorm (``eps``), ``lnnb``
-    the same without bias, ``gn1`` GroupNorm with one group (eps 1e-5), ``none``. ``ln`` and ``lnnb`` also
-    normalise (B, N, dim) token sequences."""
-    if name == "bn":
-        return nn.BatchNorm1d(dim)
-    if name in ("ln", "lnnb"):
-        return nn.LayerNorm(dim, eps=eps, bias=name == "ln")
-    if name == "gn1":
-        return nn.GroupNorm(1, dim, eps=GN_EPS)
-    if name == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {name!r}; choose one of bn, ln, lnnb, gn1, none")
+    """A norm over the last dimension of (B, dim) features or (B, N, dim) token sequences: the registered norm
+    ``name``."""
+    return make_norm(name, dim, channels_first=False, eps=eps)
