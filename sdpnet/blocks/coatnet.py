@@ -125,32 +125,35 @@ class GridAttention(nn.Module):
     relative position bias added to the logits.
 
     Args:
-        in_dim: input channels (the attention's width).
+        in_dim: input channels.
         dim: output channels of ``proj``.
-        head_dim: channels per head; heads = in_dim // head_dim.
+        head_dim: channels per head; heads = attention width // head_dim.
+        expand_first: the attention runs at ``dim`` channels (``qkv`` widens) instead of ``in_dim``.
         grid: the grid it attends over at the model's resolution (the bias table's size).
         bias: bias of ``qkv`` and ``proj``.
         pos: ``bias`` (:class:`~sdpnet.blocks.layers.relpos.RelPosBias`) or ``none``.
         attn_drop: dropout on the attention weights (training only).
     """
 
-    def __init__(self, in_dim: int, dim: int, head_dim: int, grid: tuple[int, int], bias: bool, pos: str,
-                 attn_drop: float) -> None:
+    def __init__(self, in_dim: int, dim: int, head_dim: int, expand_first: bool, grid: tuple[int, int], bias: bool,
+                 pos: str, attn_drop: float) -> None:
         super().__init__()
-        if in_dim % head_dim:
-            raise ValueError(f"TFM: width {in_dim} is not divisible by head width {head_dim}; pick hd dividing it")
-        self.num_heads, self.head_dim, self.attn_drop = in_dim // head_dim, head_dim, attn_drop
-        self.qkv = nn.Conv2d(in_dim, 3 * in_dim, 1, bias=bias)
+        width = dim if expand_first else in_dim
+        if width % head_dim:
+            raise ValueError(f"TFM: the attention width {width} is not divisible by the head width {head_dim}; "
+                             f"pick hd dividing {width}")
+        self.num_heads, self.head_dim, self.attn_drop = width // head_dim, head_dim, attn_drop
+        self.qkv = nn.Conv2d(in_dim, 3 * width, 1, bias=bias)
         self.rel_pos = RelPosBias(self.num_heads, grid) if pos == "bias" else None
-        self.proj = nn.Conv2d(in_dim, dim, 1, bias=bias)
+        self.proj = nn.Conv2d(width, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
+        B, _, H, W = x.shape
         qkv = self.qkv(x).view(B, self.num_heads, 3 * self.head_dim, H * W).transpose(-1, -2)
         q, k, v = qkv.chunk(3, dim=-1)  # (B, heads, N, head_dim)
         bias = self.rel_pos((H, W)) if self.rel_pos is not None else None  # fixed at construction
         x = attend(q, k, v, self.attn_drop if self.training else 0.0, bias)
-        return self.proj(x.transpose(-1, -2).reshape(B, C, H, W))
+        return self.proj(x.transpose(-1, -2).reshape(B, -1, H, W))
 
 
 @register_block("TFM")
@@ -159,12 +162,14 @@ class GridTransformerBlock(nn.Module):
     ``x = shortcut(x) + drop_path(ls1(attn(pool(norm1(x)))))``, then ``x + drop_path(ls2(fc2(act(fc1(norm2(x))))))``.
 
     Args:
-        in_dim: input channels (the attention runs at this width; ``proj`` maps to ``dim``).
+        in_dim: input channels.
         dim: output channels.
         grid: the input grid at the model's resolution.
         stride: how much the block divides the grid (the normalised input and the shortcut are pooled).
         pool: ``avg`` or ``max``, kernel = stride.
         head_dim: channels per attention head.
+        expand_first: the attention runs at ``dim`` channels (``qkv`` widens; the CoAtNet paper's) instead of
+            ``in_dim`` (``proj`` widens; timm's ``_rw`` models).
         mlp_ratio: hidden width / ``dim`` of the MLP (1x1 convolutions).
         act: MLP activation.
         norm: the two norms (``ln``: LayerNorm over the channels with ``eps``).
@@ -178,13 +183,13 @@ class GridTransformerBlock(nn.Module):
     """
 
     def __init__(self, in_dim: int, dim: int, grid: tuple[int, int], stride: int, pool: str, head_dim: int,
-                 mlp_ratio: float, act: str, norm: str, eps: float, bias: bool, shortcut_bias: bool, pos: str,
+                 expand_first: bool, mlp_ratio: float, act: str, norm: str, eps: float, bias: bool, shortcut_bias: bool, pos: str,
                  layer_scale: float, attn_drop: float, drop_path: float = 0.0) -> None:
         super().__init__()
         self.shortcut = shortcut(in_dim, dim, stride, pool, shortcut_bias)
         self.norm1 = get_norm2d(norm, in_dim, eps)
         self.down = pool2d(pool, stride)
-        self.attn = GridAttention(in_dim, dim, head_dim, (grid[0] // stride, grid[1] // stride), bias, pos,
+        self.attn = GridAttention(in_dim, dim, head_dim, expand_first, (grid[0] // stride, grid[1] // stride), bias, pos,
                                   attn_drop)
         self.ls1 = make_layer_scale(dim, layer_scale, channel_dim=1)
         self.drop_path1 = make_drop_path(drop_path)
