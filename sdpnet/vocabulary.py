@@ -276,7 +276,8 @@ declare_block(BlockSchema(
 declare_block(BlockSchema(
     "TFM", ("body",), "layer",
     params=(_D, _S, _POOL,
-            Param("hd", "head_dim", int, None, 32, range=Range(1, MAX_WIDTH), divides=True,
+            Param("hd", "head_dim", int, None, Derived(lambda kw, width: min(32, width), "32 (the width if narrower)"),
+                  range=Range(1, MAX_WIDTH), divides=True,
                   doc="channels per attention head (heads = attention width / hd)"),
             Param("ef", "expand_first", bool, None, False,
                   doc="attend at the output width (qkv widens; the CoAtNet paper) instead of the input width"),
