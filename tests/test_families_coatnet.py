@@ -157,6 +157,18 @@ class TestTraining:
             out = model(torch.randn(2, 3, 96, 96))
         assert out.shape == (2, 10) and torch.isfinite(out).all()
 
+    def test_bf16_autocast(self) -> None:
+        """Under CPU bf16 autocast (attention written out, the float32 bias cast to bf16) the logits stay within
+        bf16 rounding of float32's."""
+        model = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10).eval()
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = model(x)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.05)
+
 
 class TestRelPosBias:
     """The bias of query i and key j is the table's row for their offset, per head."""
