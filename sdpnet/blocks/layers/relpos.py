@@ -26,8 +26,9 @@ class RelPosBias(nn.Module):
     """Learnable relative position bias: ``forward(grid)`` gives the (num_heads, N, N) bias of an H x W grid.
 
     The table is made for ``grid`` (trunc-normal std 0.02, as timm); on another grid it is resampled bicubically
-    to (2H' - 1) x (2W' - 1) offsets (timm's ``resize_rel_pos_bias_table``), so a model made at one resolution
-    runs at others.
+    to (2H' - 1) x (2W' - 1) offsets at run time (timm's ``resize_rel_pos_bias_table_simple``; timm's
+    ``set_input_size`` uses BEiT's geometric resampling instead), so a model made at one resolution runs at
+    others. Build the spec at the new ``img_size`` (and load the weights) for tables of the new size.
 
     Args:
         num_heads: attention heads (one bias per head and offset).
