@@ -247,3 +247,19 @@ class TestBlocks:
         """A head width that does not divide the width is a spec error naming hd."""
         with pytest.raises(sdpnet.SpecError, match="hd"):
             sdpnet.build("P4-TFM(hd=24)-GAP+LIN", dim=32, img_size=32)
+
+
+def test_weights_load_at_another_resolution() -> None:
+    """Weights of the zoo spec made for 64 px load into it made for 96 px: every tensor is taken, the relative
+    position tables resampled (7x7 -> 11x11 and 3x3 -> 5x5 offsets) as the 64 px model resamples them at run time."""
+    from sdpnet.models.weights import adapt_state_dict
+
+    small = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10).eval()
+    big = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=96, num_classes=10).eval()
+    state, report = adapt_state_dict(big, small.state_dict())
+    assert not report.mismatched and not report.missing and not report.unexpected
+    assert {(a[0], b[0]) for _, a, b in report.resampled} == {(49, 121), (9, 25)}
+    big.load_state_dict(state)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x))

@@ -7,6 +7,8 @@ attention logits before the softmax.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,14 @@ def relative_position_index(grid: tuple[int, int], device: torch.device | None =
     dy = ys.reshape(-1, 1) - ys.reshape(1, -1)  # (N, N)
     dx = xs.reshape(-1, 1) - xs.reshape(1, -1)
     return ((dy + H - 1) * (2 * W - 1) + dx + W - 1).reshape(-1)
+
+
+def resample_table(table: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """A ((2H-1)(2W-1), heads) table of ``grid`` bicubically resampled to the offsets of ``new_grid``."""
+    (h0, w0), (h1, w1) = grid, new_grid
+    t = table.t().reshape(1, -1, 2 * h0 - 1, 2 * w0 - 1)
+    t = F.interpolate(t, size=(2 * h1 - 1, 2 * w1 - 1), mode="bicubic", align_corners=False)
+    return t.reshape(-1, (2 * h1 - 1) * (2 * w1 - 1)).t()
 
 
 class RelPosBias(nn.Module):
@@ -50,13 +60,19 @@ class RelPosBias(nn.Module):
         if (H, W) == self.grid:
             table, index = self.table, self.index
         else:
-            h0, w0 = self.grid
-            table = self.table.t().reshape(1, -1, 2 * h0 - 1, 2 * w0 - 1)
-            table = F.interpolate(table, size=(2 * H - 1, 2 * W - 1), mode="bicubic", align_corners=False)
-            table = table.reshape(-1, (2 * H - 1) * (2 * W - 1)).t()
+            table = resample_table(self.table, self.grid, (H, W))
             index = relative_position_index((H, W), self.table.device)
         N = H * W
         return table[index].reshape(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
+
+    def fit_state(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
+        """A saved ``table`` of another square grid (a model made for another resolution) resampled to this
+        grid, for :func:`sdpnet.models.weights.adapt_state_dict`; None when it is not one."""
+        side = (math.isqrt(value.shape[0]) + 1) // 2 if value.ndim == 2 else 0
+        if name != "table" or side < 1 or (2 * side - 1) ** 2 != value.shape[0] \
+                or value.shape[1] != self.table.shape[1]:
+            return None
+        return resample_table(value.float(), (side, side), self.grid).to(self.table.dtype)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.table.shape[1]}, grid={self.grid}"
