@@ -1,8 +1,9 @@
 """Model benchmark: CPU training-step throughput against timm, and speed + peak memory of SdP-Net models.
 
 1. Our zoo specs against timm's models of the same name: ``vit_small_patch16_224``, ``convnext_tiny``,
-   ``caformer_s18``, ``mixer_s16_224``, ``resnet18``, ``resnet50``, ``efficientnet_b0`` and
-   ``mobilenetv3_large_100`` (``--families`` picks some). A training step (forward,
+   ``caformer_s18``, ``mixer_s16_224``, ``resnet18``, ``resnet50``, ``efficientnet_b0``,
+   ``mobilenetv3_large_100``, ``coatnet_nano_rw_224``, ``vit_small_patch16_rope_224`` and ``poolformerv2_s12``
+   (``--families`` picks some). A training step (forward,
    cross-entropy, backward; no optimizer step) at batch 32, 224 px, fp32 on the CPU. The two models of a
    family alternate within each round, in ABBA order across rounds so drift in machine load hits both alike.
    The figure to read (target >= 1.0) is the median over rounds of each round's ratio (ours / timm): the two
@@ -38,7 +39,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 CARD_EXAMPLE = "P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP"
 FAMILIES = ("vit_small_patch16_224", "convnext_tiny", "caformer_s18", "mixer_s16_224",  # timm name = zoo spec name
-            "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100")
+            "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "coatnet_nano_rw_224",
+            "vit_small_patch16_rope_224", "poolformerv2_s12")
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False) -> None:

@@ -335,3 +335,53 @@ declare_block(BlockSchema(
         "shape",
     example="IR3(e=6,se=0.25)x2",
 ))
+# CoAtNet (timm's maxxvit.py): the pre-norm MBConv and the transformer block over the image grid. Both may open a
+# stage: stride s pools the shortcut (kernel s) and projects it with a 1x1 conv when the width changes.
+_POOL = Param("pool", "pool", str, None, "avg", ("avg", "max"),
+              doc="pooling of the shortcut (kernel = stride; timm's avg2 / max2)")
+_S_POOLED = Param("s", "stride", int, None, 1, doc="stride (divides the grid; the shortcut is pooled)",
+                  range=_STRIDE)
+declare_block(BlockSchema(
+    "MBC", ("body",), "layer", "kernel_size", False, 3, arg_range=ODD_KERNEL,
+    params=(_D, _S_POOLED,
+            Param("down", "down", str, None, "dw", ("dw", "pool", "pw"),
+                  doc="where the branch strides: the depthwise conv, a pool before the 1x1 expansion, or the "
+                      "1x1 expansion"),
+            _POOL,
+            Param("r", "expand_ratio", float, None, 4.0, range=Range(0, 64, lo_open=True),
+                  doc="hidden width: make_divisible(r x input width, 8)"),
+            Param("rout", "expand_output", bool, None, False,
+                  doc="count the hidden and SE widths from the output width (timm's expand_output)"),
+            _act(None, "silu"),
+            Param("pact", "pre_act", bool, None, False, doc="the activation after the pre-norm too"),
+            _norm("bn", "conv_norm"),
+            Param("se", "se_ratio", float, None, 0.25, range=Range(0, 1),
+                  doc="SE width: int(se x hidden width) (0: no SE)"),
+            Param("seact", "se_act", str, None, "silu", "act", doc="activation inside the SE"),
+            Param("early", "se_early", bool, None, False, doc="SE between the depthwise conv and its norm"),
+            Param("bias", "bias", bool, None, True, doc="bias of the output 1x1 conv and the shortcut projection")),
+    residual=True, width=Width("d"), stride="stride",
+    doc="pre-norm MBConv (CoAtNet): shortcut(x) + conv1x1(se(act(norm(dw_k(act(norm(conv1x1(norm(x)))))))))",
+    example="MBC(s=2,d=128)",
+))
+declare_block(BlockSchema(
+    "TFM", ("body",), "layer",
+    params=(_D, _S_POOLED, _POOL,
+            Param("hd", "head_dim", int, None, Derived(lambda kw, width: min(32, width), "32 (the width if narrower)"),
+                  range=Range(1, MAX_WIDTH), divides=True,
+                  doc="channels per attention head (heads = attention width / hd)"),
+            Param("ef", "expand_first", bool, None, False,
+                  doc="attend at the output width (qkv widens; the CoAtNet paper) instead of the input width"),
+            _RATIO, _act(), _norm("ln"), replace(_eps(1e-6), doc="LayerNorm eps"),
+            Param("bias", "bias", bool, None, True, doc="bias of the qkv and output projections"),
+            Param("sbias", "shortcut_bias", bool, None, True, doc="bias of the shortcut projection"),
+            Param("pos", "pos", str, None, "bias", ("bias", "none"),
+                  doc="position scheme: bias (learnable relative position bias over the grid) or none"),
+            _LS,
+            Param("adrop", "attn_drop", float, "attn_dropout", 0.0, doc="dropout on the attention weights",
+                  range=Range(0, 1))),
+    residual=True, width=Width("d"), stride="stride", context=("grid",),
+    doc="transformer block on the image grid (CoAtNet): shortcut(x) + attn(pool(norm(x))) with a relative "
+        "position bias, then x + conv MLP(norm(x))",
+    example="TFM(s=2,d=256)",
+))

@@ -18,9 +18,12 @@ from sdpnet.registry import get_component, register_block
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(head_dim) + bias) v`` over (B, heads, N, head_dim): ``F.scaled_dot_product_attention``,
-    written out for bf16 on the CPU, where PyTorch's fused CPU kernel was 1.6-9.8x slower forward and
-    backward than the plain matmuls (fp32: the fused kernel, as fast or faster; ``bench/bench_attention.py``)."""
+    """``softmax(q k^T / sqrt(head_dim) + bias) v`` over (B, heads, N, head_dim), ``bias`` (heads, N, N) or None:
+    ``F.scaled_dot_product_attention``, written out for bf16 on the CPU, where PyTorch's fused CPU kernel was
+    1.6-9.8x slower forward and backward than the plain matmuls (fp32: the fused kernel, as fast or faster;
+    ``bench/bench_attention.py``)."""
+    if bias is not None:
+        bias = bias.to(q.dtype)  # autocast leaves the table's bias in float32; the kernel wants q's dtype
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     w = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)

@@ -17,8 +17,9 @@ Loading never unpickles anything: safetensors files are read with ``safetensors`
 
 :func:`adapt_state_dict` maps a state dict onto a model by parameter name. A tensor whose shape differs is
 either a position table (a 4-d ``(1, C, h, w)`` tensor that its module lists in ``no_weight_decay_params``),
-resampled bicubically to the model's grid, as the block itself resamples it at another resolution, or left at
-the model's initialisation and reported by name (a classifier for another class count, for instance).
+resampled bicubically to the model's grid, as the block itself resamples it at another resolution, or a tensor
+its module resamples itself (a ``fit_state(local_name, tensor)`` method: ``TFM``'s relative position tables), or
+left at the model's initialisation and reported by name (a classifier for another class count, for instance).
 """
 from __future__ import annotations
 
@@ -105,6 +106,14 @@ def _position_tables(model: nn.Module) -> set[str]:
     return out
 
 
+def _fit_by_owner(model: nn.Module, name: str, src: torch.Tensor) -> torch.Tensor | None:
+    """``src`` resampled by the module holding ``name`` (its ``fit_state(local_name, tensor)``: a relative position
+    table of another grid), or None."""
+    owner, _, local = name.rpartition(".")
+    fit = getattr(model.get_submodule(owner), "fit_state", None)
+    return fit(local, src) if fit is not None else None
+
+
 def adapt_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
                                                                                    LoadReport]:
     """``state`` fitted to ``model``: a full state dict for ``model.load_state_dict`` and what was done.
@@ -127,6 +136,10 @@ def adapt_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tup
         elif name in tables and src.ndim == 4 and src.shape[:2] == target.shape[:2]:
             out[name] = F.interpolate(src.float(), size=tuple(target.shape[-2:]), mode="bicubic",
                                       align_corners=False).to(target.dtype)
+            report.loaded.append(name)
+            report.resampled.append((name, tuple(src.shape), tuple(target.shape)))
+        elif (fitted := _fit_by_owner(model, name, src)) is not None:
+            out[name] = fitted
             report.loaded.append(name)
             report.resampled.append((name, tuple(src.shape), tuple(target.shape)))
         else:

@@ -1,0 +1,78 @@
+"""Relative position bias over an image grid: one learnable bias per head for each (dy, dx) offset.
+
+The bias of query ``i`` attending to key ``j`` on an H x W grid is ``table[offset(i, j)]``, where the offset
+``(y_i - y_j, x_i - x_j)`` takes (2H - 1)(2W - 1) values (Swin, CoAtNet; timm's ``RelPosBias``, whose table
+layout ((2H-1)(2W-1), heads) and row order this keeps, so its weights load as they are). It is added to the
+attention logits before the softmax.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def relative_position_index(grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
+    """(N * N,) row of the table for each (query, key) pair of an H x W grid (N = H * W, positions row-major):
+    ``(dy + H - 1) * (2W - 1) + dx + W - 1``."""
+    H, W = grid
+    ys, xs = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device), indexing="ij")
+    dy = ys.reshape(-1, 1) - ys.reshape(1, -1)  # (N, N)
+    dx = xs.reshape(-1, 1) - xs.reshape(1, -1)
+    return ((dy + H - 1) * (2 * W - 1) + dx + W - 1).reshape(-1)
+
+
+def resample_table(table: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """A ((2H-1)(2W-1), heads) table of ``grid`` bicubically resampled to the offsets of ``new_grid``."""
+    (h0, w0), (h1, w1) = grid, new_grid
+    t = table.t().reshape(1, -1, 2 * h0 - 1, 2 * w0 - 1)
+    t = F.interpolate(t, size=(2 * h1 - 1, 2 * w1 - 1), mode="bicubic", align_corners=False)
+    return t.reshape(-1, (2 * h1 - 1) * (2 * w1 - 1)).t()
+
+
+class RelPosBias(nn.Module):
+    """Learnable relative position bias: ``forward(grid)`` gives the (num_heads, N, N) bias of an H x W grid.
+
+    The table is made for ``grid`` (trunc-normal std 0.02, as timm); on another grid it is resampled bicubically
+    to (2H' - 1) x (2W' - 1) offsets at run time (timm's ``resize_rel_pos_bias_table_simple``; timm's
+    ``set_input_size`` uses BEiT's geometric resampling instead), so a model made at one resolution runs at
+    others. Build the spec at the new ``img_size`` (and load the weights) for tables of the new size.
+
+    Args:
+        num_heads: attention heads (one bias per head and offset).
+        grid: (H, W), the grid the attention runs over at the resolution the model is made for.
+    """
+
+    no_weight_decay_params = ("table",)
+
+    def __init__(self, num_heads: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid = (int(grid[0]), int(grid[1]))
+        H, W = self.grid
+        self.table = nn.Parameter(torch.empty((2 * H - 1) * (2 * W - 1), num_heads))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        self.register_buffer("index", relative_position_index(self.grid), persistent=False)
+
+    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+        H, W = grid
+        if (H, W) == self.grid:
+            table, index = self.table, self.index
+        else:
+            table = resample_table(self.table, self.grid, (H, W))
+            index = relative_position_index((H, W), self.table.device)
+        N = H * W
+        return table[index].reshape(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
+
+    def fit_state(self, name: str, value: torch.Tensor) -> torch.Tensor | None:
+        """A saved ``table`` of another square grid (a model made for another resolution) resampled to this
+        grid, for :func:`sdpnet.models.weights.adapt_state_dict`; None when it is not one."""
+        side = (math.isqrt(value.shape[0]) + 1) // 2 if value.ndim == 2 else 0
+        if name != "table" or side < 1 or (2 * side - 1) ** 2 != value.shape[0] \
+                or value.shape[1] != self.table.shape[1]:
+            return None
+        return resample_table(value.float(), (side, side), self.grid).to(self.table.dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.table.shape[1]}, grid={self.grid}"

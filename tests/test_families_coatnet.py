@@ -1,0 +1,265 @@
+"""CoAtNet against timm: ``specs/zoo/coatnet_nano_rw_224.json`` and two CoAtNets no zoo file names (timm's
+``coatnet_0_rw_224`` and the paper-style ``coatnet_0_224``, written here) have timm's parameter counts, logits
+(weights and BatchNorm statistics copied by ``sdpnet.models.convert``) and FLOPs; ``MBC``, ``TFM`` and the relative
+position bias compute what their docs say, at the plan's grid and at others."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import sdpnet
+from sdpnet.blocks.coatnet import GridTransformerBlock, MBConvBlock, make_divisible
+from sdpnet.blocks.layers.relpos import RelPosBias
+from sdpnet.models.builder import count_params
+from sdpnet.models.summary import summarize
+
+timm = pytest.importorskip("timm")
+
+from sdpnet.models.convert import from_timm  # noqa: E402
+
+ZOO = Path(__file__).resolve().parents[1] / "specs" / "zoo"
+STEM = "CONV3(d={w},s=2,act={a})+CONV3(norm=none,act=none)"
+RW = "pact=1,early=1,seact=relu,bias=0,down=pool"  # timm's _rw_coat_cfg: pre-norm act, SE before norm2 (ReLU)
+PAPER = "act=gelu,rout=1"  # timm's default conv cfg: GELU, widths counted from the output, stride in the dw conv
+SPECS = {
+    "coatnet_nano_rw_224": ZOO / "coatnet_nano_rw_224.json",
+    # depths 2-3-7-2, widths 96-192-384-768, transformer shortcut without bias
+    "coatnet_0_rw_224": STEM.format(w=32, a="silu") + f"-MBC(s=2,d=96,{RW}),MBC({RW})-MBC(s=2,d=192,{RW}),"
+                        f"MBC({RW})x2-TFM(s=2,d=384,sbias=0),TFMx6-TFM(s=2,d=768,sbias=0),TFM-NORM-GAP+LIN(norm=none)",
+    # depths 2-3-5-2, attention at the output width, timm's NormMlpClassifierHead (pool, LN, tanh layer, fc)
+    "coatnet_0_224": STEM.format(w=64, a="gelu") + f"-MBC(s=2,d=96,{PAPER}),MBC({PAPER})-MBC(s=2,d=192,{PAPER}),"
+                     f"MBC({PAPER})x2-TFM(s=2,d=384,ef=1),TFMx4-TFM(s=2,d=768,ef=1),TFM-GAP+MLP(h=768)",
+}
+HPARAMS = {"dim": 64, "num_classes": 1000, "img_size": 224}  # for the specs written here
+RES = 64  # parity resolution: the last stage runs on a 2x2 grid
+
+
+def build(name: str, **overrides) -> nn.Module:
+    spec = SPECS[name]
+    return sdpnet.build(spec, **overrides) if isinstance(spec, Path) else sdpnet.build(spec, **{**HPARAMS, **overrides})
+
+
+def random_timm_model(name: str, res: int, seed: int) -> nn.Module:
+    """timm's ``name`` made for ``res`` px (its relative position tables follow), eval mode, random weights of
+    unit-variance scale drawn directly: kernels N(0, 1 / fan_in), biases N(0, 0.1^2), norm weights
+    1 + N(0, 0.2^2); BatchNorm running means N(0, 0.1^2) and variances exp(N(0, 0.2^2)), so eval-mode BatchNorm
+    is not the identity; relative position tables N(0, 1 / heads); the position index buffers recomputed."""
+    with torch.device("meta"):
+        ref = timm.create_model(name, pretrained=False, img_size=res)
+    ref = ref.to_empty(device="cpu").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, p in ref.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            elif key.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+        for key, b in ref.named_buffers():
+            if key.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif key.endswith("running_var"):
+                b.copy_(torch.exp(0.2 * torch.randn(b.shape, generator=g)))
+            elif key.endswith("num_batches_tracked"):
+                b.zero_()
+        for m in ref.modules():
+            if hasattr(m, "init_non_persistent_buffers"):  # RelPosBias's index, left empty by to_empty
+                m.init_non_persistent_buffers()
+    left = [k for k, _ in ref.named_buffers() if not k.endswith(("running_mean", "running_var",
+                                                                 "num_batches_tracked", "relative_position_index"))]
+    assert not left, f"{name} has buffers this helper does not fill: {left}"
+    return ref
+
+
+def timm_flops(name: str) -> int:
+    """FlopCounterMode's count for timm's ``name`` at 224 px, fused attention off (meta device)."""
+    with torch.device("meta"):
+        ref = timm.create_model(name, pretrained=False).eval()
+    for m in ref.modules():  # the explicit q @ k and attn @ v products, which the counter sees
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        ref(torch.zeros(1, 3, 224, 224, device="meta"))
+    return counter.get_total_flops()
+
+
+def logit_gap(name: str, res: int) -> tuple[float, float]:
+    """max |ours - timm| and the spread of timm's logits, both made for ``res`` px, on two random images."""
+    ref = random_timm_model(name, res, seed=1)
+    spec = SPECS[name]
+    overrides = {"img_size": res} if isinstance(spec, Path) else {**HPARAMS, "img_size": res}
+    ours = from_timm(ref, spec, **overrides).eval()
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    assert got.shape == want.shape == (2, 1000)
+    return (got - want).abs().max().item(), want.std().item()
+
+
+class TestTimmParity:
+    """Each CoAtNet equals timm's model of the same name: parameters, logits, FLOPs."""
+
+    @pytest.mark.parametrize("name", SPECS)
+    def test_parameter_count(self, name: str) -> None:
+        """The spec has exactly the parameters of timm's model (1000 classes, 224 px)."""
+        with torch.device("meta"):
+            ours, ref = build(name), timm.create_model(name, pretrained=False)
+        assert count_params(ours) == count_params(ref)
+
+    @pytest.mark.parametrize("name", SPECS)
+    def test_logits(self, name: str) -> None:
+        """timm's weights and BatchNorm statistics copied by from_timm give timm's logits within 1e-4 (64 px)."""
+        gap, spread = logit_gap(name, RES)
+        assert spread > 0.1 and gap <= 1e-4, f"max |logit diff| {gap:.2e}"
+
+    def test_logits_at_another_size(self) -> None:
+        """Made for 96 px (relative position tables of 11x11 and 5x5 offsets), the zoo spec still equals timm."""
+        gap, spread = logit_gap("coatnet_nano_rw_224", 96)
+        assert spread > 0.1 and gap <= 1e-4, f"max |logit diff| {gap:.2e}"
+
+    @pytest.mark.parametrize("name", SPECS)
+    def test_flops(self, name: str) -> None:
+        """summarize() at 224 px counts what FlopCounterMode counts on timm's model (within 0.1%; today exactly)."""
+        with torch.device("meta"):
+            ours = build(name).eval()
+        got, want = summarize(ours, 224)["flops"], timm_flops(name)
+        assert abs(got - want) <= 1e-3 * want, (got, want)
+
+
+class TestTraining:
+    """The zoo spec trains at a small size and runs at sizes it was not made for."""
+
+    def test_forward_backward_small(self) -> None:
+        """At 64 px with drop_path on, every parameter gets a finite gradient; the position tables are sized from
+        the plan's grids (32 -> 16 -> 8 -> 4 -> 2: 7x7 offsets at 4x4, 3x3 at 2x2), one column per head (the input
+        width / 32: 4 then 8 heads in the third stage, 8 then 16 in the last)."""
+        torch.manual_seed(0)
+        model = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10, drop_path=0.1).train()
+        tables = {tuple(m.table.shape) for m in model.modules() if isinstance(m, RelPosBias)}
+        assert tables == {(7 * 7, 4), (7 * 7, 8), (3 * 3, 8), (3 * 3, 16)}
+        logits = model(torch.randn(2, 3, 64, 64))
+        assert logits.shape == (2, 10)
+        F.cross_entropy(logits, torch.tensor([0, 1])).backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, missing
+        assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.endswith("rel_pos.table"))
+
+    def test_other_resolution_at_run_time(self) -> None:
+        """Made for 64 px, the model runs at 96 px (tables resampled) and at 64 px computes as made."""
+        model = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, 96, 96))
+        assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+    def test_bf16_autocast(self) -> None:
+        """Under CPU bf16 autocast (attention written out, the float32 bias cast to bf16) the logits stay within
+        bf16 rounding of float32's."""
+        model = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10).eval()
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = model(x)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.05)
+
+
+class TestRelPosBias:
+    """The bias of query i and key j is the table's row for their offset, per head."""
+
+    def test_bias_is_the_offset_row(self) -> None:
+        """On a 2x3 grid, bias[h, i, j] = table[(dy + 1) * 5 + dx + 2, h], dy, dx = position i - position j."""
+        rp = RelPosBias(num_heads=2, grid=(2, 3))
+        assert rp.table.shape == (3 * 5, 2)
+        bias = rp((2, 3))
+        assert bias.shape == (2, 6, 6)
+        for i in range(6):
+            for j in range(6):
+                dy, dx = i // 3 - j // 3, i % 3 - j % 3
+                torch.testing.assert_close(bias[:, i, j], rp.table[(dy + 1) * 5 + dx + 2])
+
+    def test_other_grid_resamples(self) -> None:
+        """On a 3x4 grid the (3x5 offsets) table is resampled bicubically to 5x7 offsets; a constant table stays
+        constant, and the index state is not changed."""
+        rp = RelPosBias(num_heads=3, grid=(2, 3))
+        with torch.no_grad():
+            rp.table.fill_(0.5)
+        bias = rp((3, 4))
+        assert bias.shape == (3, 12, 12)
+        torch.testing.assert_close(bias, torch.full((3, 12, 12), 0.5))
+        assert rp((2, 3)).shape == (3, 6, 6)
+
+    def test_no_weight_decay(self) -> None:
+        """The tables are excluded from weight decay, as timm's relative_position_bias_table."""
+        model = sdpnet.build("P4-TFM(d=32)x2-GAP+LIN", dim=32, img_size=32)
+        assert model.no_weight_decay() == {"body.0.attn.rel_pos.table", "body.1.attn.rel_pos.table"}
+
+
+class TestBlocks:
+    """MBC's and TFM's variants compute what their keywords say."""
+
+    @pytest.mark.parametrize("down", ["dw", "pool", "pw"])
+    def test_mbc_strides(self, down: str) -> None:
+        """Each stride placement halves the grid and widens 16 -> 24; the shortcut pools and projects."""
+        m = MBConvBlock(16, 24, 3, 2, down, "avg", 4.0, False, "silu", False, "bn", 0.25, "silu", False, True).eval()
+        assert m(torch.randn(2, 16, 8, 8)).shape == (2, 24, 4, 4)
+        assert m.conv1.out_channels == 64 and m.se.fc1.out_channels == 16  # SE: a quarter of the hidden width
+        x = torch.randn(2, 16, 8, 8)
+        torch.testing.assert_close(m.shortcut(x), m.shortcut.proj(F.avg_pool2d(x, 2)))
+
+    def test_mbc_expand_output_and_se_placement(self) -> None:
+        """rout counts the hidden and SE widths from the output width; early puts the SE before norm2; se=0 removes it."""
+        m = MBConvBlock(16, 24, 3, 1, "dw", "avg", 4.0, True, "silu", False, "bn", 0.25, "relu", True, True)
+        assert m.conv1.out_channels == make_divisible(96) and m.se_early.fc1.out_channels == 6
+        assert isinstance(m.se, nn.Identity)
+        plain = MBConvBlock(16, 16, 3, 1, "dw", "avg", 4.0, False, "silu", False, "bn", 0.0, "silu", False, True)
+        assert not any("fc1" in n for n, _ in plain.named_parameters())
+
+    def test_tfm_is_attention_then_mlp(self) -> None:
+        """TFM(pos=none) at stride 1 is x + proj(softmax(q k^T / sqrt(d)) v), then x + fc2(gelu(fc1(norm2(x))))."""
+        m = GridTransformerBlock(16, 16, (3, 3), 1, "avg", 8, False, 2.0, "gelu", "ln", 1e-6, True, True, "none",
+                                 0.0, 0.0).eval()
+        assert m.attn.rel_pos is None
+        x = torch.randn(2, 16, 3, 3)
+        qkv = m.attn.qkv(m.norm1(x)).reshape(2, 2, 24, 9)  # per head: q, k, v channels side by side
+        q, k, v = qkv[:, :, :8], qkv[:, :, 8:16], qkv[:, :, 16:]
+        a = torch.softmax(q.transpose(-1, -2) @ k / 8 ** 0.5, -1)  # (B, heads, N, N)
+        y = x + m.attn.proj((v @ a.transpose(-1, -2)).reshape(2, 16, 3, 3))
+        want = y + m.fc2(F.gelu(m.fc1(m.norm2(y))))
+        torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
+
+    def test_tfm_stride_and_expand_first(self) -> None:
+        """TFM(s=2,d=32) pools before attending (bias sized for the output grid); ef=1 attends at 32 channels."""
+        for ef, heads in ((False, 2), (True, 4)):
+            m = GridTransformerBlock(16, 32, (8, 6), 2, "max", 8, ef, 4.0, "gelu", "ln", 1e-6, True, False, "bias",
+                                     0.0, 0.0)
+            assert m.attn.qkv.out_channels == 3 * 8 * heads and m.attn.rel_pos.table.shape == (7 * 5, heads)
+            assert m.shortcut.proj.bias is None
+            assert m(torch.randn(2, 16, 8, 6)).shape == (2, 32, 4, 3)
+
+    def test_tfm_head_width_must_divide(self) -> None:
+        """A head width that does not divide the width is a spec error naming hd."""
+        with pytest.raises(sdpnet.SpecError, match="hd"):
+            sdpnet.build("P4-TFM(hd=24)-GAP+LIN", dim=32, img_size=32)
+
+
+def test_weights_load_at_another_resolution() -> None:
+    """Weights of the zoo spec made for 64 px load into it made for 96 px: every tensor is taken, the relative
+    position tables resampled (7x7 -> 11x11 and 3x3 -> 5x5 offsets) as the 64 px model resamples them at run time."""
+    from sdpnet.models.weights import adapt_state_dict
+
+    small = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=64, num_classes=10).eval()
+    big = sdpnet.build(ZOO / "coatnet_nano_rw_224.json", img_size=96, num_classes=10).eval()
+    state, report = adapt_state_dict(big, small.state_dict())
+    assert not report.mismatched and not report.missing and not report.unexpected
+    assert {(a[0], b[0]) for _, a, b in report.resampled} == {(49, 121), (9, 25)}
+    big.load_state_dict(state)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(big(x), small(x))
