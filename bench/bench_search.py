@@ -3,7 +3,7 @@
 Each search is a real ``python -m sdpnet search`` on Fashion-MNIST (every trial a ``train_ffcv.py`` run); the
 table gives each one's wall time, its trials complete and pruned, and the best top-1 it found, with the design:
 
-    python bench/bench_search.py --trials 8 --minutes 1 --pruners none,median --out runs/bench-search
+    python bench/bench_search.py --trials 8 --epochs 3 --pruners none,median --screen 4 --out runs/bench-search
 
 The default template is the demo spec (``specs/fashion_mnist.json``) with ranges over the first conv's width,
 the second conv's kernel and width, the encoder's MLP ratio and depth. ``--screen N`` also runs a hand screen:
@@ -45,7 +45,8 @@ SCREEN = ["CONV3(act=relu,d=32),CT3(d=32,norm=bn),CONV3(act=relu,d=64),CT3(d=64,
 def data_options(args: argparse.Namespace) -> list[str]:
     return ["-C", "configs/fashion_mnist.yaml", f"--data.train_path={args.data / 'train.beton'}",
             f"--data.val_path={args.data / 'val.beton'}", f"--data.train_subset={args.train_subset}",
-            f"--data.val_subset={args.val_subset}", f"--budget.minutes={args.minutes:g}", "--quiet"]
+            f"--data.val_subset={args.val_subset}", "--quiet",
+            f"--budget.epochs={args.epochs}" if args.epochs else f"--budget.minutes={args.minutes:g}"]
 
 
 def sdpnet(argv: list[str]) -> float:
@@ -92,13 +93,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--template", default=TEMPLATE)
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--minutes", type=float, default=1.0, help="each trial's training-time budget")
+    ap.add_argument("--minutes", type=float, default=1.0, help="each trial's budget: minutes of training time")
+    ap.add_argument("--epochs", type=int, default=0, help="each trial's budget: epochs (instead of --minutes)")
     ap.add_argument("--pruners", default="none,median", help="one search per pruner, in this order")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--screen", type=int, default=0, metavar="N",
                     help="also a hand screen of N fixed designs against a search of the same wall time")
-    ap.add_argument("--train-subset", type=int, default=6400)
-    ap.add_argument("--val-subset", type=int, default=2000)
+    ap.add_argument("--train-subset", type=int, default=800)
+    ap.add_argument("--val-subset", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "fashion_mnist")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-search")
     args = ap.parse_args()
@@ -118,8 +120,8 @@ def main() -> None:
         rows.append(sweep_row(out, f"hand screen of {len(designs)} fixed designs", wall))
         pruner = args.pruners.split(",")[-1]
         out = args.out / f"timed-{pruner}"
-        # no trial starts after the screen's wall time less one trial's budget, so the search ends near it
-        timeout = max(args.minutes, wall / 60 - args.minutes)
+        # no trial starts after the screen's wall time less its mean time per design, so the search ends near it
+        timeout = (wall - wall / len(designs)) / 60
         wall = sdpnet(["search", args.template, *common, "--trials", "100", "--pruner", pruner,
                        "--timeout", f"{timeout:.2f}", "--out", str(out)])
         rows.append(study_row(out, f"search, pruner {pruner}, the screen's wall time", wall))
