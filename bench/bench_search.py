@@ -8,8 +8,8 @@ table gives each one's wall time, its trials complete and pruned, and the best t
 The default template is the demo spec (``specs/fashion_mnist.json``) with ranges over the first conv's width,
 the second conv's kernel and width, the encoder's MLP ratio and depth. ``--screen N`` also runs a hand screen:
 ``sweep`` over N fixed designs of that space (the demo spec, then one change at a time: ``SCREEN``) at the same
-budget, then a search (TPE, the last pruner given) limited to the screen's wall time (``--timeout``: no trial
-starts after the screen's wall time less one budget).
+budget, and the best design each search had found when the screen's wall time was spent (the trials finished by
+then, from the study's timestamps). ``--report`` prints the table again from the folders, running nothing.
 """
 from __future__ import annotations
 
@@ -49,8 +49,13 @@ def data_options(args: argparse.Namespace) -> list[str]:
             f"--budget.epochs={args.epochs}" if args.epochs else f"--budget.minutes={args.minutes:g}"]
 
 
-def sdpnet(argv: list[str]) -> float:
-    """Run ``python -m sdpnet ARGV`` (its output to this terminal); its wall time in seconds."""
+def sdpnet(argv: list[str], out: Path, args: argparse.Namespace) -> float:
+    """Run ``python -m sdpnet ARGV`` (its output to this terminal) unless ``--report``; its wall time in seconds
+    (recorded in OUT/../walls.json, so that ``--report`` prints the table again from the folders)."""
+    record = args.out / "walls.json"
+    walls = json.loads(record.read_text()) if record.is_file() else {}
+    if args.report:
+        return walls[out.name]
     print("$ python -m sdpnet " + " ".join(f"'{a}'" if any(c in a for c in "{}(),[]") else a for a in argv),
           flush=True)
     t0 = time.perf_counter()
@@ -58,18 +63,25 @@ def sdpnet(argv: list[str]) -> float:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"bench_search: the command above failed (exit {r.returncode})")
+    record.write_text(json.dumps({**walls, out.name: wall}))
     return wall
 
 
-def study_row(out: Path, what: str, wall: float) -> dict[str, Any]:
-    """A search's line of the table, from its journal."""
+def study_row(out: Path, what: str, wall: float, within: float | None = None) -> dict[str, Any]:
+    """A search's line of the table, from its journal; ``within``: only the trials finished that many seconds
+    after the search's first trial started (and the wall time is then at most that)."""
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
     study = optuna.load_study(study_name=out.name, storage=storage)
     state = optuna.trial.TrialState
-    complete = [t for t in study.trials if t.state == state.COMPLETE]
+    trials = study.trials
+    if within is not None:
+        t0 = min(t.datetime_start for t in trials)
+        trials = [t for t in trials if t.datetime_complete and (t.datetime_complete - t0).total_seconds() <= within]
+        wall = min(wall, within)
+    complete = [t for t in trials if t.state == state.COMPLETE]
     best = max(complete, key=lambda t: t.value)
-    return {"what": what, "wall_s": wall, "designs": len(study.trials), "complete": len(complete),
-            "pruned": sum(t.state == state.PRUNED for t in study.trials), "top1": best.value,
+    return {"what": what, "wall_s": wall, "designs": len(trials), "complete": len(complete),
+            "pruned": sum(t.state == state.PRUNED for t in trials), "top1": best.value,
             "spec": best.user_attrs["spec"]}
 
 
@@ -98,33 +110,31 @@ def main() -> None:
     ap.add_argument("--pruners", default="none,median", help="one search per pruner, in this order")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--screen", type=int, default=0, metavar="N",
-                    help="also a hand screen of N fixed designs against a search of the same wall time")
+                    help="also a hand screen of N fixed designs, against each search's first trials of equal wall time")
     ap.add_argument("--train-subset", type=int, default=800)
     ap.add_argument("--val-subset", type=int, default=1000)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "fashion_mnist")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-search")
+    ap.add_argument("--report", action="store_true", help="run nothing: the table of the searches already in --out")
     args = ap.parse_args()
     args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
     common = [*data_options(args), "--seed", str(args.seed)]
-    rows = []
+    rows, searches = [], []
     for pruner in args.pruners.split(","):
         out = args.out / f"pruner-{pruner}"
         wall = sdpnet(["search", args.template, *common, "--trials", str(args.trials), "--pruner", pruner,
-                       "--out", str(out)])
+                       "--out", str(out)], out, args)
+        searches.append((out, pruner, wall))
         rows.append(study_row(out, f"{args.trials} trials, pruner {pruner}", wall))
         print(table(rows), flush=True)
     if args.screen:
         designs = SCREEN[:args.screen]
         out = args.out / "screen"
-        wall = sdpnet(["sweep", *designs, *data_options(args), "--out", str(out)])
-        rows.append(sweep_row(out, f"hand screen of {len(designs)} fixed designs", wall))
-        pruner = args.pruners.split(",")[-1]
-        out = args.out / f"timed-{pruner}"
-        # no trial starts after the screen's wall time less its mean time per design, so the search ends near it
-        timeout = (wall - wall / len(designs)) / 60
-        wall = sdpnet(["search", args.template, *common, "--trials", "100", "--pruner", pruner,
-                       "--timeout", f"{timeout:.2f}", "--out", str(out)])
-        rows.append(study_row(out, f"search, pruner {pruner}, the screen's wall time", wall))
+        screen = sdpnet(["sweep", *designs, *data_options(args), "--out", str(out)], out, args)
+        rows.append(sweep_row(out, f"hand screen of {len(designs)} fixed designs", screen))
+        for out, pruner, wall in searches:   # the same searches, stopped at the screen's wall time
+            rows.append(study_row(out, f"search, pruner {pruner}, its first {screen / 60:.1f} min", wall, screen))
     print(table(rows))
 
 

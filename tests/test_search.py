@@ -213,8 +213,8 @@ class TestSpace:
         for t in trials:
             config = json.loads((out / t.user_attrs["run"] / "config.json").read_text())
             value = t.user_attrs["point"]["lr.lr"]
-            assert f"--lr.lr={value}" in config["argv"] and float(value) == pytest.approx(t.params["lr.lr"], rel=1e-3)
-            assert config["lr"]["lr"] == pytest.approx(float(value))
+            assert float(value) == pytest.approx(t.params["lr.lr"], rel=1e-3)
+            assert config["lr"]["lr"] == float(value) and config["peak_lr"] == pytest.approx(float(value))
 
 
 class TestKilled:
