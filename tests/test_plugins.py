@@ -234,3 +234,54 @@ def test_train_sweep_and_resume_with_plugins(fashion_mnist_betons: Path, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     (done,) = [p.parent for p in out.glob("*/results.json")]
     assert json.loads((done / "config.json").read_text())["plugins"] == plugins
+
+
+TEMPLATE = "P4(d=16)-PLUGx{1,2}-ENC(h=2)+CLS5"   # both designs of the grid name the plugin's block
+
+
+def tiny_trials(betons: Path) -> list[str]:
+    """Options of tiny real train_ffcv.py trials on Fashion-MNIST (a few seconds of training each)."""
+    return ["-C", "configs/fashion_mnist.yaml", f"--data.train_path={betons / 'train.beton'}",
+            f"--data.val_path={betons / 'val.beton'}", "--data.train_subset=128", "--data.val_subset=64",
+            "--training.batch_size=64", "--budget.epochs=1", "--quiet"]
+
+
+def assert_trained_with_plugin(run: Path, plugin_file: Path) -> None:
+    """The run folder records the plugin and a finished training of a spec naming its block."""
+    import json
+    assert json.loads((run / "config.json").read_text())["plugins"] == [str(plugin_file.resolve())]
+    assert "PLUG" in json.loads((run / "spec.json").read_text())["canonical"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 1 and 0.0 <= results["top1"] <= 1.0
+
+
+def test_search_passes_plugins_to_trials(fashion_mnist_betons: Path, tmp_path: Path, plugin_file: Path):
+    """``search --import FILE``: the search checks a template naming the plugin's block, and every trial (a
+    train_ffcv.py process) loads the plugin, trains, and records it in its config.json."""
+    import optuna
+    out = tmp_path / "search"
+    r = subprocess.run([sys.executable, "-m", "sdpnet", "search", "--import", str(plugin_file), TEMPLATE,
+                        *tiny_trials(fashion_mnist_betons), "--sampler", "grid", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900,
+                       env={k: v for k, v in {**os.environ, "PYTHONPATH": str(ROOT)}.items() if k != "SDPNET_PLUGINS"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    trials = optuna.load_study(study_name="search", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {t.user_attrs["spec"] for t in trials} == {"P4(d=16)-PLUG-ENC(h=2)+CLS5", "P4(d=16)-PLUGx2-ENC(h=2)+CLS5"}
+    for t in trials:
+        assert_trained_with_plugin(out / t.user_attrs["run"], plugin_file)
+
+
+def test_sweep_passes_plugins_to_runs(fashion_mnist_betons: Path, tmp_path: Path, plugin_file: Path):
+    """``sweep --import FILE``: every run of a template naming the plugin's block loads it, trains, and records it."""
+    out = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "-m", "sdpnet", "sweep", "--import", str(plugin_file), TEMPLATE,
+                        *tiny_trials(fashion_mnist_betons), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900,
+                       env={k: v for k, v in {**os.environ, "PYTHONPATH": str(ROOT)}.items() if k != "SDPNET_PLUGINS"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p.parent for p in out.glob("*/config.json"))
+    assert len(runs) == 2
+    for run in runs:
+        assert_trained_with_plugin(run, plugin_file)

@@ -1,10 +1,11 @@
-"""``python -m sdpnet search``: one real search on Fashion-MNIST (two train_ffcv.py trials, TensorBoard on), and the
-study's machinery with tests/data/fake_train.py standing in for the trainer (the same run folder in a fraction of a
-second per epoch): pruning, several objectives, resume, a changed space, a worker killed mid-trial, refusals.
+"""``python -m sdpnet search`` on Fashion-MNIST, every trial a real ``train_ffcv.py`` run on a small subset: a grid
+with TensorBoard on, pruning on a time budget, resume and a changed space, several objectives, a training option
+in the space, a search killed mid-trial, refusals.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,16 +17,18 @@ import optuna
 import pandas as pd
 import pytest
 
+from sdpnet.files import read_jsonl
 from sdpnet.tools.search import SearchSpace
 from sdpnet.tools.study import counted, space_difference
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = str(REPO / "tests" / "data" / "fake_train.py")
-# one good design (ENC: the fake trains it to 90%), three poor ones (50%)
 SPACE = "P4(d=16)+CLS1-{ENC(h=2),DWC3,DWC5,DWC7}-LIN"
+# pruning: one design, a recipe that learns and one that cannot (peak lr 1e-5, the schedule's floor: the model stays
+# near chance)
+PRUNE_SPACE = ["P4(d=16)+CLS1-ENC(h=2)-LIN", "--space", "lr.lr={0.003,0.00001}"]
 
 
-def sdpnet_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def sdpnet_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m sdpnet ARGS`` from the repository root, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "sdpnet", *args], cwd=REPO, env=env, capture_output=True,
@@ -37,34 +40,36 @@ def journal(out: Path) -> optuna.Study:
     return optuna.load_study(study_name=out.name, storage=storage)
 
 
-@pytest.fixture(scope="module")
-def fake_data(tmp_path_factory) -> list[str]:
-    """Options of a search whose trials run the fake trainer: .beton paths with sidecars (no images needed)."""
-    d = tmp_path_factory.mktemp("fake_data")
-    for name in ("train", "val"):
-        (d / f"{name}.beton").write_bytes(b"")
-        (d / f"{name}.beton.json").write_text(json.dumps({"num_classes": 10}))
-    return ["-C", "configs/fashion_mnist.yaml", f"--data.train_path={d / 'train.beton'}",
-            f"--data.val_path={d / 'val.beton'}", "--script", FAKE, "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def pruned_study(fake_data, tmp_path_factory) -> dict:
-    """A grid search over SPACE on a time budget with successive halving, then the same command again."""
-    out = tmp_path_factory.mktemp("search") / "prune"
-    args = ["search", SPACE, *fake_data, "--sampler", "grid", "--seed", "1", "--pruner", "sha",
-            "--budget.minutes=0.05", "--out", str(out)]
-    first = sdpnet_cli(*args, env={"FAKE_EPOCH_S": "0.6"})   # the search reads metrics.jsonl every 0.5 s
-    again = sdpnet_cli(*args)
-    return {"out": out, "args": args, "first": first, "again": again}
+def training_in(folder: Path) -> bool:
+    """Whether a process of this machine is training into ``folder`` (its command line names it)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                return True
+        except OSError:   # the process ended meanwhile
+            pass
+    return False
 
 
 @pytest.fixture(scope="module")
 def data_args(fashion_mnist_betons: Path) -> list[str]:
+    """The demo recipe on a small subset of Fashion-MNIST (a second or two per epoch of a tiny design)."""
     d = fashion_mnist_betons
     return ["-C", "configs/fashion_mnist.yaml", f"--data.train_path={d / 'train.beton'}",
             f"--data.val_path={d / 'val.beton'}", "--data.train_subset=512", "--data.val_subset=200",
             "--data.num_workers=1", "--training.batch_size=64", "--logging.log_interval=4"]
+
+
+@pytest.fixture(scope="module")
+def pruned_study(data_args, tmp_path_factory) -> dict:
+    """A grid search on an 18-s time budget with successive halving (the recipe that learns first: seed 1), then
+    the same command again."""
+    out = tmp_path_factory.mktemp("search") / "prune"
+    args = ["search", *PRUNE_SPACE, *data_args, "--data.train_subset=1024", "--sampler", "grid", "--seed", "1",
+            "--pruner", "sha", "--budget.minutes=0.3", "--quiet", "--out", str(out)]
+    first = sdpnet_cli(*args)
+    again = sdpnet_cli(*args)
+    return {"out": out, "args": args, "first": first, "again": again}
 
 
 class TestRealSearch:
@@ -92,77 +97,84 @@ class TestRealSearch:
 
 
 class TestPruning:
-    def test_poor_designs_are_pruned(self, pruned_study):
-        """Every design runs once; a poor one behind the good one is stopped at the first rung, its folder marked."""
+    def test_poor_design_is_pruned(self, pruned_study):
+        """The recipe that cannot learn, behind the one that does at the first rung, is stopped there: its trial
+        PRUNED, its folder marked and left without results, the leaderboard showing it pruned."""
         r, out = pruned_study["first"], pruned_study["out"]
         assert r.returncode == 0, r.stderr[-3000:]
-        trials = journal(out).trials
-        states = [t.state for t in trials]
-        assert len(trials) == 4 and states.count(optuna.trial.TrialState.PRUNED) >= 1
-        best = max((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
-        assert "ENC" in best.user_attrs["spec"] and best.value == pytest.approx(0.9 * (1 - 0.5 ** 4))
-        for t in trials:
-            folder = out / t.user_attrs["run"]
-            if t.state == optuna.trial.TrialState.PRUNED:
-                marker = json.loads((folder / "pruned.json").read_text())
-                assert marker["trial"] == t.number and not (folder / "results.json").exists()
-                assert len((folder / "metrics.jsonl").read_text().splitlines()) < 4
-                assert "pruned" in r.stdout and "| pruned |" in (out / "leaderboard.md").read_text()
+        good, poor = journal(out).trials
+        assert good.params["lr.lr"] == "0.003", "the grid's order under seed 1 changed: pick the seed again"
+        assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.2
+        assert poor.state == optuna.trial.TrialState.PRUNED
+        folder = out / poor.user_attrs["run"]
+        marker = json.loads((folder / "pruned.json").read_text())
+        assert marker["trial"] == poor.number and marker["pruner"] == "sha" and not (folder / "results.json").exists()
+        rows = read_jsonl(folder / "metrics.jsonl")
+        assert rows[-1]["progress"] < 1 and marker["top1"] == rows[-1]["top1"] < good.value
+        assert f"[trial 1] pruned {poor.user_attrs['run']}" in r.stdout
+        assert "| pruned |" in (out / "leaderboard.md").read_text()
 
     def test_time_budget_steps_are_percent(self, pruned_study):
-        """On a time budget the steps are percents of the budget; the steps between two epochs carry the earlier
-        epoch's value."""
+        """On a time budget the steps are the percents of the budget spent at each epoch; the steps between two
+        epochs carry the earlier epoch's top-1, up to 100."""
         best = journal(pruned_study["out"]).best_trial
-        steps = best.intermediate_values
-        assert sorted(steps) == list(range(25, 101))
-        assert steps[25] == steps[49] == pytest.approx(0.45) and steps[50] == pytest.approx(0.675)
+        rows = read_jsonl(pruned_study["out"] / best.user_attrs["run"] / "metrics.jsonl")
+        assert len(rows) >= 2 and rows[-1]["progress"] == pytest.approx(1.0, abs=0.01)
+        steps = [min(100, math.floor(100 * r["progress"] + 1e-9)) for r in rows]
+        expected = {}
+        for i, (step, row) in enumerate(zip(steps, rows)):
+            for s in range(step, steps[i + 1] if i + 1 < len(rows) else step + 1):
+                expected.setdefault(s, row["top1"])
+        assert best.intermediate_values == expected and max(expected) == 100
 
     def test_rerun_trains_nothing(self, pruned_study):
         """The same command again finds the study finished: nothing starts, the summary and leaderboard are redone."""
         a = pruned_study["again"]
         assert a.returncode == 0, a.stderr[-3000:]
-        assert "continuing: 4 of 4" in a.stdout and "start" not in a.stdout and "resume" not in a.stdout
-        assert len(journal(pruned_study["out"]).trials) == 4
+        assert "continuing: 2 of 2" in a.stdout and "start" not in a.stdout and "resume" not in a.stdout
+        assert len(journal(pruned_study["out"]).trials) == 2
         assert (pruned_study["out"] / "pareto.png").stat().st_size > 0
-        assert len(pd.read_csv(pruned_study["out"] / "trials.csv")) == 4
+        assert len(pd.read_csv(pruned_study["out"] / "trials.csv")) == 2
 
     def test_changed_space_is_refused(self, pruned_study):
         """Another template, or another recipe, on the same study: one line naming the difference, exit 2."""
-        args = [a if a != SPACE else SPACE.replace("DWC7", "DWC9") for a in pruned_study["args"]]
+        args = [a if a != PRUNE_SPACE[0] else a.replace("ENC(h=2)", "ENC(h=4)") for a in pruned_study["args"]]
         r = sdpnet_cli(*args)
         assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
-        assert "searches another space: the templates:" in r.stderr and "DWC9" in r.stderr
-        r = sdpnet_cli(*pruned_study["args"], "--lr.lr=0.01")
-        assert r.returncode == 2 and "--lr.lr: 0.003 in the study, 0.01 here" in r.stderr
+        assert "searches another space: the templates:" in r.stderr and "ENC(h=4)" in r.stderr
+        r = sdpnet_cli(*pruned_study["args"], "--lr.base_lr=0.002")
+        assert r.returncode == 2 and "--lr.base_lr: 0.001 in the study, 0.002 here" in r.stderr
 
 
 class TestObjectives:
-    def test_nsga2_pareto_front(self, fake_data, tmp_path):
+    def test_nsga2_pareto_front(self, data_args, tmp_path):
         """Two objectives: NSGA-II, every trial with both values, the Pareto front printed and drawn."""
         out = tmp_path / "mo"
-        r = sdpnet_cli("search", "P4(d=16)+CLS1-{ENC(h=2),DWC3}x{1..2}-LIN", *fake_data, "--objectives", "top1,gflops",
-                       "--trials", "4", "--seed", "0", "--budget.epochs=2", "--out", str(out),
-                       env={"FAKE_EPOCH_S": "0.05"})
+        r = sdpnet_cli("search", "P4(d=16)+CLS1-{ENC(h=2),DWC3}x{1..2}-LIN", *data_args, "--objectives", "top1,gflops",
+                       "--trials", "3", "--seed", "0", "--budget.epochs=1", "--quiet", "--out", str(out))
         assert r.returncode == 0, r.stderr[-3000:]
         assert "sampler nsga2" in r.stdout and "Pareto front: trial" in r.stdout
         study = journal(out)
         assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        assert len(complete) == 4 and all(len(t.values) == 2 and t.values[1] > 0 for t in complete)
+        assert len(complete) == 3
+        for t in complete:
+            results = json.loads((out / t.user_attrs["run"] / "results.json").read_text())
+            assert t.values == [results["top1"], pytest.approx(results["flops"] / 1e9)]
         assert (out / "pareto.png").stat().st_size > 0
 
-    def test_refusals(self, fake_data, tmp_path):
+    def test_refusals(self, data_args, tmp_path):
         """Pruning with two objectives, an unknown objective, a grid over a continuous range: exit 2, nothing made."""
         out = tmp_path / "no"
-        r = sdpnet_cli("search", SPACE, *fake_data, "--objectives", "top1,gflops", "--pruner", "median",
+        r = sdpnet_cli("search", SPACE, *data_args, "--objectives", "top1,gflops", "--pruner", "median",
                        "--trials", "2", "--out", str(out))
         assert r.returncode == 2 and "Optuna prunes single-objective studies only" in r.stderr
-        r = sdpnet_cli("search", SPACE, *fake_data, "--objectives", "top1,speed", "--trials", "2", "--out", str(out))
+        r = sdpnet_cli("search", SPACE, *data_args, "--objectives", "top1,speed", "--trials", "2", "--out", str(out))
         assert r.returncode == 2 and "--objectives top1,speed" in r.stderr
-        r = sdpnet_cli("search", "P4(d=16)-ENC(r={1.0..4.0})-LIN", *fake_data, "--sampler", "grid", "--out", str(out))
+        r = sdpnet_cli("search", "P4(d=16)-ENC(r={1.0..4.0})-LIN", *data_args, "--sampler", "grid", "--out", str(out))
         assert r.returncode == 2 and "is continuous, so the space has no grid" in r.stderr
         assert "  P4(d=16)-ENC(r={1.0..4.0})-LIN" in r.stderr.splitlines()
-        r = sdpnet_cli("search", "P4(d={16..}})-ENC-LIN", *fake_data, "--trials", "2", "--out", str(out))
+        r = sdpnet_cli("search", "P4(d={16..}})-ENC-LIN", *data_args, "--trials", "2", "--out", str(out))
         assert r.returncode == 2 and "has no high end" in r.stderr
         assert not out.exists()
 
@@ -189,34 +201,35 @@ class TestSpace:
         assert space_difference(old, new) == "--space: none in the study, dim={32,64} here"
         assert space_difference(old, {**old, "options": {"lr.lr": 0.01}}) == "--lr.lr: 0.003 in the study, 0.01 here"
 
-    def test_training_option_in_the_space(self, fake_data, tmp_path):
+    def test_training_option_in_the_space(self, data_args, tmp_path):
         """--space over a training option: each trial's run gets its value (and its own folder)."""
         out = tmp_path / "lr"
-        r = sdpnet_cli("search", "P4(d=16)+CLS1-ENC(h=2)-LIN", *fake_data, "--space", "lr.lr={0.001..0.01:log}",
-                       "--trials", "2", "--sampler", "random", "--seed", "0", "--budget.epochs=1", "--out", str(out),
-                       env={"FAKE_EPOCH_S": "0.05"})
+        r = sdpnet_cli("search", "P4(d=16)+CLS1-ENC(h=2)-LIN", *data_args, "--space", "lr.lr={0.001..0.01:log}",
+                       "--trials", "2", "--sampler", "random", "--seed", "0", "--budget.epochs=1", "--quiet",
+                       "--out", str(out))
         assert r.returncode == 0, r.stderr[-3000:]
         trials = journal(out).trials
         assert len({t.user_attrs["run"] for t in trials}) == 2
         for t in trials:
-            argv = json.loads((out / t.user_attrs["run"] / "config.json").read_text())["argv"]
+            config = json.loads((out / t.user_attrs["run"] / "config.json").read_text())
             value = t.user_attrs["point"]["lr.lr"]
-            assert f"--lr.lr={value}" in argv and float(value) == pytest.approx(t.params["lr.lr"], rel=1e-3)
+            assert float(value) == pytest.approx(t.params["lr.lr"], rel=1e-3)
+            assert config["lr"]["lr"] == float(value) and config["peak_lr"] == pytest.approx(float(value))
 
 
 class TestKilled:
-    def test_killed_worker_is_retried(self, fake_data, tmp_path):
-        """SIGKILL of the search mid-trial: the same command fails the dead trial, retries its design from the
-        run's checkpoint, keeps every finished trial and finishes the study."""
+    def test_killed_worker_is_retried(self, data_args, tmp_path):
+        """SIGKILL of the search mid-trial (its run has saved an epoch): the same command fails the dead trial,
+        retries its design from the run's checkpoint, keeps every finished trial and finishes the study."""
         out = tmp_path / "kill"
-        args = ["search", SPACE, *fake_data, "--trials", "3", "--sampler", "grid", "--seed", "0",
-                "--budget.epochs=3", "--out", str(out)]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_EPOCH_S": "0.5"}
+        args = ["search", SPACE, *data_args, "--trials", "2", "--sampler", "grid", "--seed", "0",
+                "--budget.epochs=4", "--quiet", "--out", str(out)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen([sys.executable, "-m", "sdpnet", *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:   # the second trial has saved an epoch
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:   # the second trial has saved an epoch
                 study = journal(out) if (out / "study.journal").exists() else None
                 if study and len(study.trials) >= 2 and study.trials[1].state == optuna.trial.TrialState.RUNNING:
                     run = out / study.trials[1].user_attrs.get("run", "?")
@@ -230,6 +243,11 @@ class TestKilled:
                 proc.kill()
         before = journal(out).trials
         assert [t.state for t in before[:2]] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+        killed_run = out / before[1].user_attrs["run"]
+        deadline = time.monotonic() + 60   # its run ends too (SIGTERM when its parent dies)
+        while training_in(killed_run) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not (killed_run / "results.json").exists()
         r = sdpnet_cli(*args)
         assert r.returncode == 0, r.stderr[-3000:]
         trials = journal(out).trials
@@ -238,4 +256,6 @@ class TestKilled:
         retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
         assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
         assert retry[0].params == trials[1].params and f"[trial {retry[0].number}] resume after epoch" in r.stdout
-        assert counted(trials) == 3 and "its worker" in r.stdout
+        assert counted(trials) == 2 and "its worker" in r.stdout
+        results = json.loads((killed_run / "results.json").read_text())
+        assert retry[0].value == results["top1"] and results["epochs"] == 4
