@@ -573,6 +573,6 @@ def register_act(name: str, doc: str | None = None) -> Callable[[T], T]:
 
 def register_pos(name: str, doc: str | None = None) -> Callable[[T], T]:
     """Bind a position scheme ``fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module`` to ``name``, valid in
-    ``ENC(pos=...)`` and the ``attn_pos`` hyperparameter; the module's ``forward(q, k, grid)`` returns
+    every ``pos=`` keyword (``ENC``, ``TFM``) and the ``attn_pos`` hyperparameter; the module's ``forward(q, k, grid)`` returns
     ``(q, k, bias)`` with ``bias`` None or an additive attention bias broadcastable to (B, heads, Nq, N)."""
     return register_component("pos", name, doc)

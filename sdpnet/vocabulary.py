@@ -40,6 +40,8 @@ POS_SCHEMES = {
     "none": "no position information inside attention",
     "rope": "2-D axial rotary embeddings of the image tokens' (x, y) positions, temperature 100, class and "
             "register tokens not rotated (timm's RotaryEmbeddingCat as in vit_small_patch16_rope_224)",
+    "relbias": "learnable relative position bias over the image grid, one per head and (dy, dx) offset, resampled "
+               "with the resolution; zero to and from class/register tokens (Swin, CoAtNet; timm's RelPosBias)",
 }
 for _kind, _table in (("norm", NORMS), ("act", ACTS), ("pos", POS_SCHEMES)):
     for _name, _doc in _table.items():
@@ -375,13 +377,14 @@ declare_block(BlockSchema(
             _RATIO, _act(), _norm("ln"), replace(_eps(1e-6), doc="LayerNorm eps"),
             Param("bias", "bias", bool, None, True, doc="bias of the qkv and output projections"),
             Param("sbias", "shortcut_bias", bool, None, True, doc="bias of the shortcut projection"),
-            Param("pos", "pos", str, None, "bias", ("bias", "none"),
-                  doc="position scheme: bias (learnable relative position bias over the grid) or none"),
+            Param("pos", "pos", str, None, "relbias", "pos",
+                  doc="position scheme inside attention (relbias: learnable relative position bias over the grid; "
+                      "rope, none, or any registered one)"),
             _LS,
             Param("adrop", "attn_drop", float, "attn_dropout", 0.0, doc="dropout on the attention weights",
                   range=Range(0, 1))),
     residual=True, width=Width("d"), stride="stride", context=("grid",),
-    doc="transformer block on the image grid (CoAtNet): shortcut(x) + attn(pool(norm(x))) with a relative "
-        "position bias, then x + conv MLP(norm(x))",
+    doc="transformer block on the image grid (CoAtNet): shortcut(x) + attn(pool(norm(x))) with a position "
+        "scheme (relative position bias by default), then x + conv MLP(norm(x))",
     example="TFM(s=2,d=256)",
 ))

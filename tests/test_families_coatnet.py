@@ -4,6 +4,10 @@
 position bias compute what their docs say, at the plan's grid and at others."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sdpnet
+from sdpnet.blocks.attention import Attention
 from sdpnet.blocks.coatnet import GridTransformerBlock, MBConvBlock, make_divisible
+from sdpnet.blocks.layers.pos import AxialRope, NoPos
 from sdpnet.blocks.layers.relpos import RelPosBias
 from sdpnet.models.builder import count_params
 from sdpnet.models.summary import summarize
@@ -22,7 +28,8 @@ timm = pytest.importorskip("timm")
 
 from sdpnet.models.convert import from_timm  # noqa: E402
 
-ZOO = Path(__file__).resolve().parents[1] / "specs" / "zoo"
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "specs" / "zoo"
 STEM = "CONV3(d={w},s=2,act={a})+CONV3(norm=none,act=none)"
 RW = "pact=1,early=1,seact=relu,bias=0,down=pool"  # timm's _rw_coat_cfg: pre-norm act, SE before norm2 (ReLU)
 PAPER = "act=gelu,rout=1"  # timm's default conv cfg: GELU, widths counted from the output, stride in the dw conv
@@ -148,7 +155,7 @@ class TestTraining:
         F.cross_entropy(logits, torch.tensor([0, 1])).backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
         assert not missing, missing
-        assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.endswith("rel_pos.table"))
+        assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.endswith("attn.pos.table"))
 
     def test_other_resolution_at_run_time(self) -> None:
         """Made for 64 px, the model runs at 96 px (tables resampled) and at 64 px computes as made."""
@@ -175,9 +182,9 @@ class TestRelPosBias:
 
     def test_bias_is_the_offset_row(self) -> None:
         """On a 2x3 grid, bias[h, i, j] = table[(dy + 1) * 5 + dx + 2, h], dy, dx = position i - position j."""
-        rp = RelPosBias(num_heads=2, grid=(2, 3))
+        rp = RelPosBias(8, num_heads=2, grid=(2, 3))
         assert rp.table.shape == (3 * 5, 2)
-        bias = rp((2, 3))
+        bias = rp.grid_bias((2, 3))
         assert bias.shape == (2, 6, 6)
         for i in range(6):
             for j in range(6):
@@ -187,18 +194,70 @@ class TestRelPosBias:
     def test_other_grid_resamples(self) -> None:
         """On a 3x4 grid the (3x5 offsets) table is resampled bicubically to 5x7 offsets; a constant table stays
         constant, and the index state is not changed."""
-        rp = RelPosBias(num_heads=3, grid=(2, 3))
+        rp = RelPosBias(8, num_heads=3, grid=(2, 3))
         with torch.no_grad():
             rp.table.fill_(0.5)
-        bias = rp((3, 4))
+        bias = rp.grid_bias((3, 4))
         assert bias.shape == (3, 12, 12)
         torch.testing.assert_close(bias, torch.full((3, 12, 12), 0.5))
-        assert rp((2, 3)).shape == (3, 6, 6)
+        assert rp.grid_bias((2, 3)).shape == (3, 6, 6)
+
+    def test_prefix_tokens_get_zero_bias(self) -> None:
+        """With 2 prefix tokens the bias over [prefix; 2x3 grid] is zero in the prefix rows and columns and the
+        grid's bias elsewhere; q and k pass unchanged; queries of the first 2 tokens only get the first 2 rows."""
+        rp = RelPosBias(4, num_heads=2, num_prefix=2, grid=(2, 3))
+        with torch.no_grad():
+            rp.table.normal_()
+        q, k = torch.randn(1, 2, 8, 4), torch.randn(1, 2, 8, 4)
+        q2, k2, bias = rp(q, k, (2, 3))
+        assert q2 is q and k2 is k and bias.shape == (2, 8, 8)
+        assert not bias[:, :2].any() and not bias[:, :, :2].any()
+        torch.testing.assert_close(bias[:, 2:, 2:], rp.grid_bias((2, 3)))
+        _, _, rows = rp(q[:, :, :2], k, (2, 3))
+        assert rows.shape == (2, 2, 8) and not rows.any()
+
+    @pytest.mark.parametrize("grid", [(2, 3), (3, 3)])
+    def test_in_enc_attention(self, grid: tuple[int, int]) -> None:
+        """ENC's attention with pos=relbias and a class and a register token is softmax(q k^T / sqrt(d) + bias) v
+        with the zero-padded grid bias, at the planned grid and (table resampled) at another."""
+        torch.manual_seed(0)
+        attn = Attention(16, 2, pos="relbias", num_prefix=2, grid=(2, 3)).eval()
+        with torch.no_grad():
+            attn.pos.table.normal_()
+        N = 2 + grid[0] * grid[1]
+        x = torch.randn(2, N, 16)
+        q, k, v = attn.qkv(x).reshape(2, N, 3, 2, 8).permute(2, 0, 3, 1, 4)  # (B, heads, N, head_dim)
+        bias = torch.zeros(2, N, N)
+        bias[:, 2:, 2:] = attn.pos.grid_bias(grid)
+        w = (q @ k.transpose(-1, -2) / 8 ** 0.5 + bias).softmax(-1)
+        want = attn.proj((w @ v).transpose(1, 2).reshape(2, N, 16))
+        with torch.no_grad():
+            torch.testing.assert_close(attn(x, grid=grid), want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(attn(x, num_queries=2, grid=grid), want[:, :2], atol=1e-5, rtol=1e-5)
+
+    def test_enc_model_trains(self) -> None:
+        """ENC(pos=relbias) in a ViT with a class token: the table is sized from the plan's grid (8x8: 15x15
+        offsets), gets a gradient in the first block, none in the last (it computes only the class token's
+        query, whose bias is zero), is exempt from weight decay, and the model runs at another resolution."""
+        torch.manual_seed(0)
+        model = sdpnet.build("P4+CLS-ENC(h=2,pos=relbias)x2-TOKS+LIN", dim=16, img_size=32, num_classes=3)
+        assert {tuple(m.table.shape) for m in model.modules() if isinstance(m, RelPosBias)} == {(15 * 15, 2)}
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+        first, last = model.body[0].attn.pos.table.grad, model.body[1].attn.pos.table.grad
+        assert first.abs().sum() > 0 and (last is None or not last.any())
+        assert model.no_weight_decay() >= {"body.0.attn.pos.table", "body.1.attn.pos.table"}
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 3, 48, 40)).shape == (1, 3)
+
+    def test_attn_pos_hyperparameter(self) -> None:
+        """The attn_pos hyperparameter sets every ENC's scheme to relbias."""
+        model = sdpnet.build("P4+CLS-ENCx2-TOKS+LIN", dim=16, img_size=16, num_classes=3, attn_pos="relbias")
+        assert sum(isinstance(m, RelPosBias) for m in model.modules()) == 2
 
     def test_no_weight_decay(self) -> None:
         """The tables are excluded from weight decay, as timm's relative_position_bias_table."""
         model = sdpnet.build("P4-TFM(d=32)x2-GAP+LIN", dim=32, img_size=32)
-        assert model.no_weight_decay() == {"body.0.attn.rel_pos.table", "body.1.attn.rel_pos.table"}
+        assert model.no_weight_decay() == {"body.0.attn.pos.table", "body.1.attn.pos.table"}
 
 
 class TestBlocks:
@@ -225,7 +284,7 @@ class TestBlocks:
         """TFM(pos=none) at stride 1 is x + proj(softmax(q k^T / sqrt(d)) v), then x + fc2(gelu(fc1(norm2(x))))."""
         m = GridTransformerBlock(16, 16, (3, 3), 1, "avg", 8, False, 2.0, "gelu", "ln", 1e-6, True, True, "none",
                                  0.0, 0.0).eval()
-        assert m.attn.rel_pos is None
+        assert not list(m.attn.pos.parameters())
         x = torch.randn(2, 16, 3, 3)
         qkv = m.attn.qkv(m.norm1(x)).reshape(2, 2, 24, 9)  # per head: q, k, v channels side by side
         q, k, v = qkv[:, :, :8], qkv[:, :, 8:16], qkv[:, :, 16:]
@@ -237,11 +296,71 @@ class TestBlocks:
     def test_tfm_stride_and_expand_first(self) -> None:
         """TFM(s=2,d=32) pools before attending (bias sized for the output grid); ef=1 attends at 32 channels."""
         for ef, heads in ((False, 2), (True, 4)):
-            m = GridTransformerBlock(16, 32, (8, 6), 2, "max", 8, ef, 4.0, "gelu", "ln", 1e-6, True, False, "bias",
+            m = GridTransformerBlock(16, 32, (8, 6), 2, "max", 8, ef, 4.0, "gelu", "ln", 1e-6, True, False, "relbias",
                                      0.0, 0.0)
-            assert m.attn.qkv.out_channels == 3 * 8 * heads and m.attn.rel_pos.table.shape == (7 * 5, heads)
+            assert m.attn.qkv.out_channels == 3 * 8 * heads and m.attn.pos.table.shape == (7 * 5, heads)
             assert m.shortcut.proj.bias is None
             assert m(torch.randn(2, 16, 8, 6)).shape == (2, 32, 4, 3)
+
+    @pytest.mark.parametrize("pos, scheme", [("relbias", RelPosBias), ("rope", AxialRope), ("none", NoPos)])
+    def test_tfm_reads_the_pos_registry(self, pos: str, scheme: type) -> None:
+        """TFM(pos=...) takes any registered scheme: it is made for the block's output grid, runs forward and
+        backward, and follows another input grid."""
+        model = sdpnet.build(f"P4-TFM(d=32,hd=8,pos={pos}),TFM(s=2,pos={pos})-GAP+LIN", dim=16, img_size=32,
+                             num_classes=3)
+        schemes = [m.attn.pos for m in model.body]
+        assert all(type(p) is scheme for p in schemes)
+        if pos != "none":
+            assert [p.grid for p in schemes] == [(8, 8), (4, 4)]
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 3, 48, 48)).shape == (1, 3)
+
+    def test_tfm_rope_rotates_queries_and_keys(self) -> None:
+        """TFM(pos=rope) is the plain attention on rotated queries and keys (all image tokens, no prefix)."""
+        torch.manual_seed(0)
+        rope = GridTransformerBlock(16, 16, (3, 3), 1, "avg", 8, False, 2.0, "gelu", "ln", 1e-6, True, True, "rope",
+                                    0.0, 0.0).eval()
+        x = torch.randn(2, 16, 3, 3)
+        qkv = rope.attn.qkv(rope.norm1(x)).reshape(2, 2, 24, 9).transpose(-1, -2)
+        q, k, v = qkv[..., :8], qkv[..., 8:16], qkv[..., 16:]  # (B, heads, N, head_dim)
+        q, k, _ = AxialRope(8, num_heads=2, num_prefix=0, grid=(3, 3))(q, k, (3, 3))
+        a = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1)
+        y = x + rope.attn.proj((a @ v).transpose(-1, -2).reshape(2, 16, 3, 3))
+        with torch.no_grad():
+            torch.testing.assert_close(rope(x), y + rope.fc2(F.gelu(rope.fc1(rope.norm2(y)))), atol=1e-5, rtol=1e-5)
+
+    def test_tfm_takes_a_user_scheme(self) -> None:
+        """A scheme registered by the user (a fixed distance penalty, in a subprocess so this process's registry
+        stays as built) is accepted by TFM's pos= and its bias reaches the logits."""
+        script = textwrap.dedent('''
+            import torch
+            from torch import nn
+            import sdpnet
+            from sdpnet import register_pos
+
+            @register_pos("dist", doc="minus the grid distance between query and key")
+            class Dist(nn.Module):
+                def __init__(self, head_dim, *, num_heads, num_prefix, grid):
+                    super().__init__()
+
+                def forward(self, q, k, grid):
+                    ys, xs = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+                    p = torch.stack([ys.flatten(), xs.flatten()], -1).float()
+                    return q, k, -torch.cdist(p, p)
+
+            torch.manual_seed(0)
+            dist = sdpnet.build("P4-TFM(pos=dist)-GAP+LIN", dim=16, img_size=16, num_classes=3).eval()
+            none = sdpnet.build("P4-TFM(pos=none)-GAP+LIN", dim=16, img_size=16, num_classes=3).eval()
+            none.load_state_dict(dist.state_dict())
+            x = torch.randn(2, 3, 16, 16)
+            assert type(dist.body[0].attn.pos) is Dist
+            assert not torch.allclose(dist(x), none(x))
+            print("ok")
+        ''')
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
     def test_tfm_head_width_must_divide(self) -> None:
         """A head width that does not divide the width is a spec error naming hd."""
