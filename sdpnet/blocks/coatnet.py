@@ -16,15 +16,10 @@ from torch import nn
 from sdpnet.blocks.attention import attend
 from sdpnet.blocks.layers.act import get_act
 from sdpnet.blocks.layers.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.layers.helpers import make_divisible
 from sdpnet.blocks.layers.norm import get_norm2d
+from sdpnet.blocks.layers.se import SqueezeExcite
 from sdpnet.registry import get_component, register_block
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """``v`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), one more step up when rounding
-    lost over 10% (timm's ``make_divisible``)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
 
 
 def pool2d(kind: str, stride: int) -> nn.Module:
@@ -39,25 +34,6 @@ def shortcut(in_dim: int, dim: int, stride: int, pool: str, bias: bool) -> nn.Se
     when the width changes (timm's ``Downsample2d``)."""
     proj = nn.Conv2d(in_dim, dim, 1, bias=bias) if in_dim != dim else nn.Identity()
     return nn.Sequential(OrderedDict(pool=pool2d(pool, stride), proj=proj))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-excitation: ``x * sigmoid(fc2(act(fc1(mean_hw(x)))))`` with 1x1 convolutions (timm's ``SEModule``).
-
-    Args:
-        dim: channels.
-        hidden: width of the squeeze.
-        act: activation between the two convolutions.
-    """
-
-    def __init__(self, dim: int, hidden: int, act: str) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = get_act(act)
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))).sigmoid()
 
 
 @register_block("MBC")
@@ -206,5 +182,4 @@ class GridTransformerBlock(nn.Module):
         return x + self.drop_path2(self.ls2(self.fc2(self.act(self.fc1(self.norm2(x))))))
 
 
-__all__ = ["GridAttention", "GridTransformerBlock", "MBConvBlock", "SqueezeExcite", "make_divisible", "pool2d",
-           "shortcut"]
+__all__ = ["GridAttention", "GridTransformerBlock", "MBConvBlock", "pool2d", "shortcut"]
