@@ -466,7 +466,8 @@ def check_schema(schema: BlockSchema) -> None:
 #: activation, a position scheme").
 COMPONENTS = {
     "norm": "normalisation layer: fn(dim, *, channels_first, eps) -> nn.Module over the channels of (B, dim, H, W) "
-            "when channels_first, else over the last dimension of (B, dim) or (B, N, dim)",
+            "when channels_first, else over the last dimension of (B, dim) or (B, N, dim); eps: the block's, or "
+            "1e-6 where the block sets none",
     "act": "activation: fn() -> nn.Module, elementwise",
     "pos": "position scheme inside attention: fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module whose "
            "forward(q, k, grid) -> (q, k, bias or None) on (B, heads, N, head_dim), the first num_prefix tokens "

@@ -1,5 +1,5 @@
-"""CoAtNet against timm: ``specs/zoo/coatnet_nano_rw_224.json`` and two CoAtNets no zoo file names (timm's
-``coatnet_0_rw_224`` and the paper-style ``coatnet_0_224``, written here) have timm's parameter counts, logits
+"""CoAtNet against timm: ``specs/zoo/coatnet_nano_rw_224.json`` and three CoAtNets no zoo file names (timm's
+``coatnet_0_rw_224``, ``coatnet_bn_0_rw_224`` and the paper-style ``coatnet_0_224``, written here) have timm's parameter counts, logits
 (weights and BatchNorm statistics copied by ``sdpnet.models.convert``) and FLOPs; ``MBC``, ``TFM`` and the relative
 position bias compute what their docs say, at the plan's grid and at others."""
 from __future__ import annotations
@@ -30,12 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "specs" / "zoo"
 STEM = "CONV3(d={w},s=2,act={a})+CONV3(norm=none,act=none)"
 RW = "pact=1,early=1,seact=relu,bias=0,down=pool"  # timm's _rw_coat_cfg: pre-norm act, SE before norm2 (ReLU)
+RW_DW = "pact=1,early=1,seact=relu,bias=0"  # the same, stride in the depthwise conv (timm's stride_mode='dw')
+BN6 = "norm=bn,eps=1e-6"  # timm's transformer_norm_layer='batchnorm2d' with the transformer cfg's norm_eps
 PAPER = "act=gelu,rout=1"  # timm's default conv cfg: GELU, widths counted from the output, stride in the dw conv
 SPECS = {
     "coatnet_nano_rw_224": ZOO / "coatnet_nano_rw_224.json",
     # depths 2-3-7-2, widths 96-192-384-768, transformer shortcut without bias
     "coatnet_0_rw_224": STEM.format(w=32, a="silu") + f"-MBC(s=2,d=96,{RW}),MBC({RW})-MBC(s=2,d=192,{RW}),"
                         f"MBC({RW})x2-TFM(s=2,d=384,sbias=0),TFMx6-TFM(s=2,d=768,sbias=0),TFM-NORM-GAP+LIN(norm=none)",
+    # coatnet_0_rw_224 with the stride in the depthwise conv and BatchNorm (eps 1e-6) in the transformer blocks and
+    # the final norm (the conv stages' BatchNorm keeps eps 1e-5)
+    "coatnet_bn_0_rw_224": STEM.format(w=32, a="silu") + f"-MBC(s=2,d=96,{RW_DW}),MBC({RW_DW})-MBC(s=2,d=192,{RW_DW}),"
+                           f"MBC({RW_DW})x2-TFM(s=2,d=384,sbias=0,{BN6}),TFM({BN6})x6-TFM(s=2,d=768,sbias=0,{BN6}),"
+                           f"TFM({BN6})-NORM({BN6})-GAP+LIN(norm=none)",
     # depths 2-3-5-2, attention at the output width, timm's NormMlpClassifierHead (pool, LN, tanh layer, fc)
     "coatnet_0_224": STEM.format(w=64, a="gelu") + f"-MBC(s=2,d=96,{PAPER}),MBC({PAPER})-MBC(s=2,d=192,{PAPER}),"
                      f"MBC({PAPER})x2-TFM(s=2,d=384,ef=1),TFMx4-TFM(s=2,d=768,ef=1),TFM-GAP+MLP(h=768)",
@@ -50,11 +57,15 @@ def build(name: str, **overrides) -> nn.Module:
 
 
 def logits_match(name: str, res: int) -> None:
-    """Ours and timm's ``name``, both made for ``res`` px, give the same logits (:func:`assert_same_logits`)."""
+    """Ours and timm's ``name``, both made for ``res`` px, give the same logits (:func:`assert_same_logits`).
+    ``coatnet_bn_0_rw_224`` is compared in float64: with BatchNorm instead of LayerNorm in its transformer blocks its
+    random-weight logits spread to a std of ~45, where float32 rounding alone differs by 1.2e-4 (its BatchNorm eps
+    set to 1e-5 instead of 1e-6: 7.4e-3)."""
     ref = random_timm_model(name, seed=1, img_size=res)
     spec = SPECS[name]
     overrides = {"img_size": res} if isinstance(spec, Path) else {**HPARAMS, "img_size": res}
-    assert_same_logits(from_timm(ref, spec, **overrides).eval(), ref, res)
+    dtype = torch.float64 if name == "coatnet_bn_0_rw_224" else torch.float32
+    assert_same_logits(from_timm(ref, spec, **overrides).eval(), ref, res, dtype=dtype)
 
 
 class TestTimmParity:
@@ -296,6 +307,15 @@ class TestBlocks:
         r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+    def test_block_eps_reaches_every_norm(self) -> None:
+        """A block's eps sets its norm's, BatchNorm and GroupNorm included; unset, each norm keeps its own (BatchNorm
+        and gn1 1e-5, LayerNorm 1e-6), also where the block has no eps keyword (MBC's BatchNorm)."""
+        model = sdpnet.build("CT3(norm=bn)-MBC-TFM(norm=bn,eps=1e-6)+TFM(norm=gn1,eps=1e-4)+TFM-NORM(norm=bn,eps=1e-3)"
+                             "-NORM(norm=gn1)-GAP+LIN(norm=bn)", dim=32, img_size=32, num_classes=3)
+        eps = [m.eps for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
+                                                                  nn.LayerNorm))]
+        assert eps == [1e-5] + [1e-5] * 3 + [1e-6] * 2 + [1e-4] * 2 + [1e-6] * 2 + [1e-3, 1e-5, 1e-5]
 
     def test_tfm_head_width_must_divide(self) -> None:
         """A head width that does not divide the width is a spec error naming hd."""

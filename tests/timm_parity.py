@@ -73,11 +73,14 @@ def timm_flops(name: str) -> tuple[int, int]:
     return counter.get_total_flops(), size[-1]
 
 
-def assert_same_logits(ours: nn.Module, ref: nn.Module, res: int, min_spread: float = 0.1) -> None:
+def assert_same_logits(ours: nn.Module, ref: nn.Module, res: int, min_spread: float = 0.1,
+                       dtype: torch.dtype = torch.float32) -> None:
     """``ours`` and timm's ``ref`` (both in eval mode) give the same 1000 logits within 1e-4 on two random images
     of ``res`` px, and timm's logits spread by more than ``min_spread`` (so the comparison is not of two
-    near-constant outputs)."""
-    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(2))
+    near-constant outputs). ``dtype``: both models and the images cast to it first (float64 for a model whose
+    logits are so large that float32 rounding alone passes 1e-4)."""
+    ours, ref = ours.to(dtype), ref.to(dtype)
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(2)).to(dtype)
     with torch.no_grad():
         got, want = ours(x), ref(x)
     assert got.shape == want.shape == (2, 1000)

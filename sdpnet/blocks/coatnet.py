@@ -148,8 +148,8 @@ class GridTransformerBlock(nn.Module):
             ``in_dim`` (``proj`` widens; timm's ``_rw`` models).
         mlp_ratio: hidden width / ``dim`` of the MLP (1x1 convolutions).
         act: MLP activation.
-        norm: the two norms (``ln``: LayerNorm over the channels with ``eps``).
-        eps: LayerNorm eps.
+        norm: the two norms (``ln``: LayerNorm over the channels; ``bn``: coatnet_bn's BatchNorm).
+        eps: eps of the two norms (None: the norm's own, LayerNorm 1e-6, BatchNorm 1e-5).
         bias: bias of ``qkv`` and ``proj``.
         shortcut_bias: bias of the shortcut's projection.
         pos: position scheme of the attention, a registered ``pos`` name (``relbias``: relative position bias).
@@ -159,7 +159,7 @@ class GridTransformerBlock(nn.Module):
     """
 
     def __init__(self, in_dim: int, dim: int, grid: tuple[int, int], stride: int, pool: str, head_dim: int,
-                 expand_first: bool, mlp_ratio: float, act: str, norm: str, eps: float, bias: bool, shortcut_bias: bool, pos: str,
+                 expand_first: bool, mlp_ratio: float, act: str, norm: str, eps: float | None, bias: bool, shortcut_bias: bool, pos: str,
                  layer_scale: float, attn_drop: float, drop_path: float = 0.0) -> None:
         super().__init__()
         self.shortcut = shortcut(in_dim, dim, stride, pool, shortcut_bias)
