@@ -466,7 +466,8 @@ def check_schema(schema: BlockSchema) -> None:
 #: activation, a position scheme").
 COMPONENTS = {
     "norm": "normalisation layer: fn(dim, *, channels_first, eps) -> nn.Module over the channels of (B, dim, H, W) "
-            "when channels_first, else over the last dimension of (B, dim) or (B, N, dim)",
+            "when channels_first, else over the last dimension of (B, dim) or (B, N, dim); eps: the block's, or "
+            "1e-6 where the block sets none",
     "act": "activation: fn() -> nn.Module, elementwise",
     "pos": "position scheme inside attention: fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module whose "
            "forward(q, k, grid) -> (q, k, bias or None) on (B, heads, N, head_dim), the first num_prefix tokens "
@@ -573,6 +574,6 @@ def register_act(name: str, doc: str | None = None) -> Callable[[T], T]:
 
 def register_pos(name: str, doc: str | None = None) -> Callable[[T], T]:
     """Bind a position scheme ``fn(head_dim, *, num_heads, num_prefix, grid) -> nn.Module`` to ``name``, valid in
-    ``ENC(pos=...)`` and the ``attn_pos`` hyperparameter; the module's ``forward(q, k, grid)`` returns
+    every ``pos=`` keyword (``ENC``, ``TFM``) and the ``attn_pos`` hyperparameter; the module's ``forward(q, k, grid)`` returns
     ``(q, k, bias)`` with ``bias`` None or an additive attention bias broadcastable to (B, heads, Nq, N)."""
     return register_component("pos", name, doc)

@@ -14,12 +14,15 @@ from sdpnet.registry import MAX_WIDTH, BlockSchema, Derived, Param, Range, Width
 # The built-in components, name -> doc (torch-free; the constructors are bound under the same names in
 # sdpnet/blocks/layers/norm.py, act.py and pos.py). A new built-in is one line here and one line there.
 NORMS = {
-    "bn": "BatchNorm (BatchNorm2d on images, BatchNorm1d on features and token sequences), eps 1e-5",
+    "bn": "BatchNorm (BatchNorm2d on images, BatchNorm1d on features and token sequences), eps 1e-5 unless the "
+          "block sets eps",
     "ln": "LayerNorm over the channels, the block's eps (1e-6 unless the block says otherwise)",
     "none": "no norm (identity)",
     "lnnb": "LayerNorm with a weight and no bias (MetaFormer's LayerNorm2dNoBias), the block's eps",
-    "gn1": "GroupNorm with one group (over channels and positions), eps 1e-5 (PoolFormer's GroupNorm1)",
-    "gn1nb": "GroupNorm with one group, a weight and no bias, eps 1e-6 (timm's GroupNorm1NoBias, PoolFormer v2)",
+    "gn1": "GroupNorm with one group (over channels and positions), eps 1e-5 unless the block sets eps "
+           "(PoolFormer's GroupNorm1)",
+    "gn1nb": "GroupNorm with one group, a weight and no bias, eps 1e-6 unless the block sets eps (timm's "
+             "GroupNorm1NoBias, PoolFormer v2)",
     "rms": "RMSNorm over the channels (torch.nn.RMSNorm: x / sqrt(mean(x^2) + eps) * weight), the block's eps",
 }
 ACTS = {
@@ -40,6 +43,8 @@ POS_SCHEMES = {
     "none": "no position information inside attention",
     "rope": "2-D axial rotary embeddings of the image tokens' (x, y) positions, temperature 100, class and "
             "register tokens not rotated (timm's RotaryEmbeddingCat as in vit_small_patch16_rope_224)",
+    "relbias": "learnable relative position bias over the image grid, one per head and (dy, dx) offset, resampled "
+               "with the resolution; zero to and from class/register tokens (Swin, CoAtNet; timm's RelPosBias)",
 }
 for _kind, _table in (("norm", NORMS), ("act", ACTS), ("pos", POS_SCHEMES)):
     for _name, _doc in _table.items():
@@ -92,8 +97,9 @@ _RS = Param("rs", "res_scale", float, "res_scale", 0.0, range=Range(0, 1e4),
             doc="ResScale init value: a learnable per-channel scale of the shortcut (0 = off)")
 
 
-def _eps(default: float) -> Param:
-    return Param("eps", "eps", float, "ln_eps", default, doc="LayerNorm eps (norm=ln)",
+def _eps(default: float | None = None) -> Param:
+    return Param("eps", "eps", float, "ln_eps", default,
+                 doc="eps of the block's norms (unset: the norm's own, 1e-6; bn and gn1 1e-5)",
                  range=Range(0, 1, lo_open=True, hi_open=True))
 
 
@@ -112,7 +118,7 @@ for schema in (
         params=(_D, Param("s", "stride", int, None, Derived(lambda kw, _: max(1, kw["kernel_size"] // 2 - 1),
                                                            "max(1, k // 2 - 1), as CCT"),
                           doc="conv stride", range=_STRIDE),
-                Param("bias", "bias", bool, None, False, doc="conv bias"), _norm("none"), _eps(1e-6),
+                Param("bias", "bias", bool, None, False, doc="conv bias"), _norm("none"), _eps(),
                 _act(None, "relu")),
         tokenizer=True, width=Width("d", stem=64), stride=Derived(lambda kw, _: 2 * kw["stride"], "2 s"),
         doc="CCT conv tokenizer layer: k x k conv, (norm,) activation, 3x3 max-pool stride 2 (width 64 unless last)",
@@ -183,7 +189,8 @@ for schema in (
             Param("post", "post_norm", bool, "post_norm", False,
                   doc="CCT layout: the stream itself is normalised after attention, "
                       "x = norm2(x + attn(norm1(x))), then x + ffn(x)"),
-            replace(_eps(1e-6), doc="LayerNorm eps"),
+            replace(_eps(), doc="eps of the two norms and the query/key norms (unset: the norm's own, 1e-6; "
+                                "bn 1e-5)"),
         ),
         residual=True, context=("grid", "num_tokens"),
         doc="transformer encoder block over class/register tokens + image tokens (pre-norm; post=1: CCT's)",
@@ -222,10 +229,10 @@ for schema in (
                 example="GAP+LIN"),
     BlockSchema("TOKS", ("head",), "pool", needs=("cls",), default_for=("pool_cls",), reads_image=False,
                 doc="pool: mean of the class tokens", example="TOKS+LIN"),
-    BlockSchema("SEQPOOL", ("head",), "pool", params=(_norm("ln"), _eps(1e-5)),
+    BlockSchema("SEQPOOL", ("head",), "pool", params=(_norm("ln"), replace(_eps(1e-5), doc="eps of the norm (CCT's LayerNorm: 1e-5)")),
                 doc="CCT sequence pooling: norm, then attention-weighted mean of the image tokens",
                 example="SEQPOOL+LIN(norm=none)"),
-    BlockSchema("LIN", ("head",), "classifier", params=(_norm("ln"), _eps(1e-6), _BIAS), context=("num_classes",),
+    BlockSchema("LIN", ("head",), "classifier", params=(_norm("ln"), _eps(), _BIAS), context=("num_classes",),
                 default_for=("classifier",), doc="linear classifier (after a norm)", example="GAP+LIN"),
 ):
     declare_block(schema)
@@ -268,7 +275,7 @@ declare_block(BlockSchema(
     example="TMLP+MLP",
 ))
 declare_block(BlockSchema(
-    "NORM", ("stem", "body"), "layer", params=(_norm("ln", "conv_norm"),),
+    "NORM", ("stem", "body"), "layer", params=(_norm("ln", "conv_norm"), _eps()),
     doc="a norm over the channels of the image tokens, on its own",
     example="...-NORM-GAP+LIN(norm=none)",
 ))
@@ -372,16 +379,17 @@ declare_block(BlockSchema(
                   doc="channels per attention head (heads = attention width / hd)"),
             Param("ef", "expand_first", bool, None, False,
                   doc="attend at the output width (qkv widens; the CoAtNet paper) instead of the input width"),
-            _RATIO, _act(), _norm("ln"), replace(_eps(1e-6), doc="LayerNorm eps"),
+            _RATIO, _act(), _norm("ln"), _eps(),
             Param("bias", "bias", bool, None, True, doc="bias of the qkv and output projections"),
             Param("sbias", "shortcut_bias", bool, None, True, doc="bias of the shortcut projection"),
-            Param("pos", "pos", str, None, "bias", ("bias", "none"),
-                  doc="position scheme: bias (learnable relative position bias over the grid) or none"),
+            Param("pos", "pos", str, None, "relbias", "pos",
+                  doc="position scheme inside attention (relbias: learnable relative position bias over the grid; "
+                      "rope, none, or any registered one)"),
             _LS,
             Param("adrop", "attn_drop", float, "attn_dropout", 0.0, doc="dropout on the attention weights",
                   range=Range(0, 1))),
     residual=True, width=Width("d"), stride="stride", context=("grid",),
-    doc="transformer block on the image grid (CoAtNet): shortcut(x) + attn(pool(norm(x))) with a relative "
-        "position bias, then x + conv MLP(norm(x))",
+    doc="transformer block on the image grid (CoAtNet): shortcut(x) + attn(pool(norm(x))) with a position "
+        "scheme (relative position bias by default), then x + conv MLP(norm(x))",
     example="TFM(s=2,d=256)",
 ))

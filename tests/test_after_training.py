@@ -283,6 +283,17 @@ class TestExport:
         assert res.returncode == 2 and "--force" in res.stderr and out.read_text() == "keep me"
 
 
+class KeyBias(torch.nn.Module):
+    """A position scheme (the ``pos`` contract) adding a fixed random bias per head and key, from every query."""
+
+    def __init__(self, num_heads: int, num_keys: int) -> None:
+        super().__init__()
+        self.register_buffer("bias", 3 * torch.randn(num_heads, 1, num_keys, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]):
+        return q, k, self.bias
+
+
 class TestAttention:
     def test_cli_maps_are_distributions(self, cls_run, val_images, tmp_path):
         files = write_pngs(tmp_path / "img", val_images[0][:2])
@@ -317,12 +328,18 @@ class TestAttention:
                 assert (m >= 0).all() and torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5)
         assert [len(m._forward_hooks) for m in model.modules()] == before   # hooks removed
 
-    def test_maps_are_the_attention_the_layer_used(self):
-        """Weights from the hooks reproduce the attention output: sum_j w_ij v_j, then the output projection."""
+    @pytest.mark.parametrize("pos", ["none", "rope", "relbias", "bias"])
+    def test_maps_are_the_attention_the_layer_used(self, pos):
+        """Weights from the hooks reproduce the attention output: sum_j w_ij v_j, then the output projection,
+        whatever the position scheme: rope turns q and k, relbias adds a bias (zero in the class tokens' rows),
+        and ``bias`` is a scheme whose additive bias favours some keys from every query, class tokens included."""
         from sdpnet.tools.attention import attention_maps
 
         torch.manual_seed(1)
-        model = sdpnet.build("P4+CLS2-ENC(h=2,qkn=1)-TOKS+LIN", dim=16, num_classes=3, img_size=16).eval()
+        model = sdpnet.build(f"P4+CLS2-ENC(h=2,qkn=1,pos={'none' if pos == 'bias' else pos})-TOKS+LIN", dim=16,
+                             num_classes=3, img_size=16).eval()
+        if pos == "bias":
+            model.body[0].attn.pos = KeyBias(num_heads=2, num_keys=2 + 16)
         x = torch.randn(1, 3, 16, 16)
         (layer,), (w,) = attention_maps(model, x)
         attn = layer.module

@@ -13,17 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import sdpnet
 from sdpnet.blocks import ConvNeXtBlock, PatchEmbed, StarReLU, TokenMixingMlp, get_act, get_norm1d, get_norm2d
 from sdpnet.models.builder import count_params
-from sdpnet.tools.gallery import gallery_files
+from sdpnet.models.convert import from_timm
 from sdpnet.models.summary import summarize
-
-timm = pytest.importorskip("timm")
-
-from sdpnet.models.convert import from_timm  # noqa: E402
+from sdpnet.tools.gallery import gallery_files
+from timm_parity import assert_same_logits, random_timm_model, timm, timm_flops
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "specs" / "zoo"
@@ -35,51 +32,9 @@ FIXED_SIZE = ("mixer_s16_224", "deit3_small_patch16_224", "vit_medium_patch16_re
 PARITY_RES = 64  # every family runs at 64 px (stride 32 at most); timm's fixed-size models are created for it
 
 
-def timm_model(name: str, res: int | None = None) -> nn.Module:
-    """timm's model ``name`` (its own init), created for ``res`` px when it is built for one input size."""
-    kwargs = {"img_size": res} if res is not None and name in FIXED_SIZE else {}
-    return timm.create_model(name, pretrained=False, **kwargs)
-
-
-def random_timm_model(name: str, res: int, seed: int) -> nn.Module:
-    """timm's model ``name`` for ``res`` px with random weights of unit-variance scale, drawn directly (timm's
-    truncated-normal init of 20-40M weights costs seconds): matrices and kernels N(0, 1 / fan_in), biases
-    N(0, 0.1^2), norm weights, LayerScale/ResScale and StarReLU scales 1 + N(0, 0.2^2) (their constant
-    inits would hide a weight copied to the wrong place: LayerScale 1e-6 silences a whole block), tokens and
-    position tables N(0, 0.5^2)."""
-    with torch.device("meta"):
-        ref = timm_model(name, res)
-    ref = ref.to_empty(device="cpu").eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, p in ref.named_parameters():
-            if key.endswith(("pos_embed", "cls_token", "reg_token")):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-            elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            elif key.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-    for m in ref.modules():  # buffers computed from the config (timm's rotary tables), garbage after to_empty
-        if hasattr(m, "init_non_persistent_buffers"):
-            m.init_non_persistent_buffers()
-    kept = set(ref.state_dict()) - {k for k, _ in ref.named_parameters()}
-    assert not kept, f"{name} has buffers {sorted(kept)[:3]}; give them values here"
-    return ref
-
-
-def timm_flops(name: str) -> int:
-    """FlopCounterMode's count for timm's ``name`` at its default input size, fused attention off (meta device)."""
-    with torch.device("meta"):
-        ref = timm_model(name).eval()
-    for m in ref.modules():  # the explicit q @ k and attn @ v products, which the counter sees
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    size = ref.pretrained_cfg["input_size"]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        ref(torch.zeros(1, *size, device="meta"))
-    return counter.get_total_flops()
+def size_kwargs(name: str, res: int) -> dict[str, int]:
+    """timm's create_model keywords making ``name`` for ``res`` px when it is built for one input size."""
+    return {"img_size": res} if name in FIXED_SIZE else {}
 
 
 class TestZooSpecs:
@@ -90,7 +45,7 @@ class TestZooSpecs:
         """The zoo spec has exactly the parameters of timm's model of the same name (1000 classes)."""
         with torch.device("meta"):
             ours = sdpnet.build(ZOO / f"{name}.json")
-            ref = timm_model(name)
+            ref = timm.create_model(name, pretrained=False)
         assert count_params(ours) == count_params(ref)
 
     @pytest.mark.parametrize("name", FAMILIES)
@@ -104,14 +59,9 @@ class TestZooSpecs:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_logits_equal_timm(name: str) -> None:
     """timm's weights copied by from_timm give timm's logits within 1e-4 (eval mode, 64 px, random weights)."""
-    ref = random_timm_model(name, PARITY_RES, seed=1)
+    ref = random_timm_model(name, seed=1, **size_kwargs(name, PARITY_RES))
     ours = from_timm(ref, ZOO / f"{name}.json", img_size=PARITY_RES).eval()
-    x = torch.randn(2, 3, PARITY_RES, PARITY_RES, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    assert got.shape == want.shape == (2, 1000)
-    assert want.std() > 0.1
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert_same_logits(ours, ref, PARITY_RES)
 
 
 class TestFlops:
@@ -122,7 +72,7 @@ class TestFlops:
         """summarize() of the zoo spec at timm's input size gives timm's FLOPs exactly."""
         with torch.device("meta"):
             ours = sdpnet.build(ZOO / f"{name}.json").eval()
-        assert summarize(ours, ours.plan.img_size)["flops"] == timm_flops(name)
+        assert (summarize(ours, ours.plan.img_size)["flops"], ours.plan.img_size) == timm_flops(name)
 
     def test_cpu_model_counts_the_same(self) -> None:
         """On a real CPU model (attention through scaled_dot_product_attention) the count is the same."""
@@ -140,7 +90,7 @@ class TestFlops:
                              timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
         out = json.loads(res.stdout)
-        assert out["flops"] == timm_flops("caformer_s18") and out["res"] == 224
+        assert (out["flops"], out["res"]) == timm_flops("caformer_s18") and out["res"] == 224
 
 
 class TestNewBlocks:
@@ -328,7 +278,7 @@ class TestRope:
     def test_other_resolution_equals_timm_dynamic(self) -> None:
         """Built for 64 px, run at 96 x 64, the model equals timm's vit_small_patch16_rope_224 with
         dynamic_img_size (which computes the rotary table for each input's grid), same weights."""
-        ref = random_timm_model("vit_small_patch16_rope_224", PARITY_RES, seed=3)
+        ref = random_timm_model("vit_small_patch16_rope_224", seed=3, img_size=PARITY_RES)
         ours = from_timm(ref, ZOO / "vit_small_patch16_rope_224.json", img_size=PARITY_RES).eval()
         dyn = timm.create_model("vit_small_patch16_rope_224", img_size=PARITY_RES, dynamic_img_size=True).eval()
         dyn.load_state_dict(ref.state_dict())

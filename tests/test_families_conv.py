@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import sdpnet
 from sdpnet.blocks.layers.act import get_act
@@ -22,11 +21,9 @@ from sdpnet.blocks.layers.se import SqueezeExcite, se_width
 from sdpnet.blocks.mbconv import DepthwiseSeparable, InvertedResidual
 from sdpnet.blocks.resnet import BasicBlock, Bottleneck
 from sdpnet.models.builder import count_params
+from sdpnet.models.convert import from_timm
 from sdpnet.models.summary import summarize
-
-timm = pytest.importorskip("timm")
-
-from sdpnet.models.convert import from_timm  # noqa: E402
+from timm_parity import assert_same_logits, random_timm_model, timm, timm_flops
 
 ZOO = Path(__file__).resolve().parents[1] / "specs" / "zoo"
 NAMED = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100")
@@ -61,45 +58,6 @@ def spec_of(name: str, **overrides) -> sdpnet.spec.files.ModelSpec:
     return sdpnet.load_spec(ZOO / f"{name}.json", **overrides)
 
 
-def random_timm_model(name: str, seed: int, **kwargs) -> nn.Module:
-    """timm's ``name`` in eval mode with random weights drawn directly (meta device, then filled): kernels and
-    matrices N(0, 1 / fan_in), biases N(0, 0.1^2), norm weights 1 + N(0, 0.2^2), and BatchNorm statistics
-    perturbed too (running means N(0, 0.1^2), variances exp(N(0, 0.2^2))), so a statistic copied to the
-    wrong channel or layer changes the logits."""
-    with torch.device("meta"):
-        ref = timm.create_model(name, pretrained=False, **kwargs)
-    ref = ref.to_empty(device="cpu").eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, p in ref.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-            elif key.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-        for key, b in ref.named_buffers():
-            if key.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif key.endswith("running_var"):
-                b.copy_(torch.exp(0.2 * torch.randn(b.shape, generator=g)))
-            elif key.endswith("num_batches_tracked"):
-                b.zero_()
-            else:
-                raise AssertionError(f"{name}: buffer {key} has no random value here; give it one")
-    return ref
-
-
-def timm_flops(name: str) -> tuple[int, int]:
-    """FlopCounterMode's count for timm's ``name`` at its default input size (meta device), and that size."""
-    with torch.device("meta"):
-        ref = timm.create_model(name, pretrained=False).eval()
-    size = ref.pretrained_cfg["input_size"]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        ref(torch.zeros(1, *size, device="meta"))
-    return counter.get_total_flops(), size[-1]
-
-
 class TestZooSpecs:
     """The four named models are zoo spec files named as timm names them, each one line."""
 
@@ -127,12 +85,7 @@ def test_logits_equal_timm(name: str) -> None:
     64 px, random weights)."""
     ref = random_timm_model(name, seed=1)
     ours = from_timm(ref, spec_of(name, img_size=RES)).eval()
-    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        got, want = ours(x), ref(x)
-    assert got.shape == want.shape == (2, 1000)
-    assert want.std() > 0.05
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert_same_logits(ours, ref, RES, min_spread=0.05)
 
 
 @pytest.mark.parametrize("name", MODELS)

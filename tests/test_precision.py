@@ -1,6 +1,8 @@
 """bf16 autocast on the CPU: ``--training.amp`` resolved, and attention written out for bf16 (``attend``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,8 @@ import torch.nn.functional as F
 import sdpnet
 from sdpnet.blocks.attention import attend
 from sdpnet.train.precision import autocast_on, native_bf16
+
+ZOO = Path(__file__).resolve().parents[1] / "specs" / "zoo"
 
 
 class TestAutocastRule:
@@ -57,18 +61,23 @@ class TestAttend:
         torch.manual_seed(1)
         assert torch.equal(a, attend(q, k, v, 0.5)) and not torch.equal(a, attend(q, k, v))
 
-    def test_encoder_model_under_cpu_autocast(self):
+    @pytest.mark.parametrize("spec, res, atol", [
+        ("CONV3(act=relu,d=32),CT3(d=32,norm=bn)-POS-ENC(h=4)x2-GAP+LIN", 28, 0.1),
+        # CoAtNet: attention written out with the float32 relative position bias cast to bf16
+        (ZOO / "coatnet_nano_rw_224.json", 64, 0.05),
+        ("P4(d=32)+CLS-ENC(h=4,pos=relbias)x2-TOKS+LIN", 32, 0.1),
+    ])
+    def test_encoder_model_under_cpu_autocast(self, spec, res, atol):
         """A hybrid with encoders trains a step under bf16 autocast; its logits are the fp32 ones to bf16 precision."""
         torch.manual_seed(0)
-        model = sdpnet.build("CONV3(act=relu,d=32),CT3(d=32,norm=bn)-POS-ENC(h=4)x2-GAP+LIN", num_classes=10,
-                             img_size=28).eval()
-        x = torch.randn(8, 3, 28, 28)
+        model = sdpnet.build(spec, num_classes=10, img_size=res).eval()
+        x = torch.randn(8, 3, res, res)
         with torch.no_grad():
             ref = model(x)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low = model(x)
         assert low.dtype == torch.bfloat16
-        torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
+        torch.testing.assert_close(low.float(), ref, atol=atol, rtol=0.05)
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = F.cross_entropy(model(x), torch.arange(8))

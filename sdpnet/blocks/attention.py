@@ -141,7 +141,7 @@ class EncoderBlock(nn.Module):
         attn_drop: dropout on the attention weights (CCT: 0.1).
         proj_drop: dropout after the attention's output projection (CCT: its ``dropout``).
         post_norm: CCT's layout (above) instead of pre-norm.
-        eps: eps of every LayerNorm in the block (timm 1e-6, CCT 1e-5).
+        eps: eps of every norm in the block (None: each norm's own, LayerNorm 1e-6 as timm; CCT 1e-5).
         norm: ``ln`` LayerNorm, or ``lnnb`` LayerNorm without bias (CAFormer), for ``norm1`` and ``norm2``.
         proj_bias: bias of the attention's output projection.
         mlp_bias: bias of the FFN's two layers.
@@ -155,7 +155,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, in_dim: int, num_heads: int, mlp_ratio: float = 4.0, act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, layer_scale: float = 0.0, gated: bool = False,
                  drop: float = 0.0, drop_path: float = 0.0, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 post_norm: bool = False, eps: float = LN_EPS, norm: str = "ln", proj_bias: bool = True,
+                 post_norm: bool = False, eps: float | None = None, norm: str = "ln", proj_bias: bool = True,
                  mlp_bias: bool = True, res_scale: float = 0.0, pos: str = "none", grid: tuple[int, int] = (1, 1),
                  num_tokens: int = 0) -> None:
         super().__init__()
@@ -164,8 +164,8 @@ class EncoderBlock(nn.Module):
         self.rs1 = make_layer_scale(dim, res_scale)
         self.norm1 = get_norm1d(norm, dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, attn_drop=attn_drop,
-                              proj_drop=proj_drop, eps=eps, proj_bias=proj_bias, pos=pos, num_prefix=num_tokens,
-                              grid=grid)
+                              proj_drop=proj_drop, eps=LN_EPS if eps is None else eps, proj_bias=proj_bias, pos=pos,
+                              num_prefix=num_tokens, grid=grid)
         self.ls1 = make_layer_scale(dim, layer_scale)
         self.drop_path1 = make_drop_path(drop_path)
         self.rs2 = make_layer_scale(dim, res_scale)

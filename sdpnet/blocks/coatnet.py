@@ -1,10 +1,10 @@
 """CoAtNet's two blocks (timm ``maxxvit.py``): ``MBC``, the pre-norm MBConv, and ``TFM``, a transformer block over
-the image grid with a relative position bias.
+the image grid with a position scheme (by default ``relbias``, the relative position bias).
 
 Both keep the image as (B, C, H, W) and may open a stage: with stride ``s`` the shortcut is pooled (kernel and
 stride ``s``: timm's ``avg2``/``max2`` at ``s=2``) and projected by a 1x1 convolution when the width changes,
-as timm's ``Downsample2d``. In ``TFM`` the pooled normalised input is what attends, so the relative position bias
-is made for the block's output grid (the plan's input grid divided by ``s``).
+as timm's ``Downsample2d``. In ``TFM`` the pooled normalised input is what attends, so the position scheme is made
+for the block's output grid (the plan's input grid divided by ``s``).
 """
 from __future__ import annotations
 
@@ -16,16 +16,10 @@ from torch import nn
 from sdpnet.blocks.attention import attend
 from sdpnet.blocks.layers.act import get_act
 from sdpnet.blocks.layers.drop import make_drop_path, make_layer_scale
+from sdpnet.blocks.layers.helpers import make_divisible
 from sdpnet.blocks.layers.norm import get_norm2d
-from sdpnet.blocks.layers.relpos import RelPosBias
-from sdpnet.registry import register_block
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """``v`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), one more step up when rounding
-    lost over 10% (timm's ``make_divisible``)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
+from sdpnet.blocks.layers.se import SqueezeExcite
+from sdpnet.registry import get_component, register_block
 
 
 def pool2d(kind: str, stride: int) -> nn.Module:
@@ -40,25 +34,6 @@ def shortcut(in_dim: int, dim: int, stride: int, pool: str, bias: bool) -> nn.Se
     when the width changes (timm's ``Downsample2d``)."""
     proj = nn.Conv2d(in_dim, dim, 1, bias=bias) if in_dim != dim else nn.Identity()
     return nn.Sequential(OrderedDict(pool=pool2d(pool, stride), proj=proj))
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-excitation: ``x * sigmoid(fc2(act(fc1(mean_hw(x)))))`` with 1x1 convolutions (timm's ``SEModule``).
-
-    Args:
-        dim: channels.
-        hidden: width of the squeeze.
-        act: activation between the two convolutions.
-    """
-
-    def __init__(self, dim: int, hidden: int, act: str) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1)
-        self.act = get_act(act)
-        self.fc2 = nn.Conv2d(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))).sigmoid()
 
 
 @register_block("MBC")
@@ -122,7 +97,7 @@ class MBConvBlock(nn.Module):
 class GridAttention(nn.Module):
     """Multi-head self-attention over the H x W positions of an NCHW image, 1x1 convolutions for ``qkv`` and
     ``proj`` (timm's ``Attention2d``: each head's query, key and value channels side by side in ``qkv``), with a
-    relative position bias added to the logits.
+    registered position scheme on the queries and keys (its additive bias, if any, added to the logits).
 
     Args:
         in_dim: input channels.
@@ -131,7 +106,8 @@ class GridAttention(nn.Module):
         expand_first: the attention runs at ``dim`` channels (``qkv`` widens) instead of ``in_dim``.
         grid: the grid it attends over at the model's resolution (the bias table's size).
         bias: bias of ``qkv`` and ``proj``.
-        pos: ``bias`` (:class:`~sdpnet.blocks.layers.relpos.RelPosBias`) or ``none``.
+        pos: a registered position scheme (:mod:`sdpnet.blocks.layers.pos`; ``relbias``:
+            :class:`~sdpnet.blocks.layers.relpos.RelPosBias`).
         attn_drop: dropout on the attention weights (training only).
     """
 
@@ -144,14 +120,14 @@ class GridAttention(nn.Module):
                              f"pick hd dividing {width}")
         self.num_heads, self.head_dim, self.attn_drop = width // head_dim, head_dim, attn_drop
         self.qkv = nn.Conv2d(in_dim, 3 * width, 1, bias=bias)
-        self.rel_pos = RelPosBias(self.num_heads, grid) if pos == "bias" else None
+        self.pos = get_component("pos", pos)(head_dim, num_heads=self.num_heads, num_prefix=0, grid=tuple(grid))
         self.proj = nn.Conv2d(width, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
         qkv = self.qkv(x).view(B, self.num_heads, 3 * self.head_dim, H * W).transpose(-1, -2)
         q, k, v = qkv.chunk(3, dim=-1)  # (B, heads, N, head_dim)
-        bias = self.rel_pos((H, W)) if self.rel_pos is not None else None  # fixed at construction
+        q, k, bias = self.pos(q, k, (H, W))
         x = attend(q, k, v, self.attn_drop if self.training else 0.0, bias)
         return self.proj(x.transpose(-1, -2).reshape(B, -1, H, W))
 
@@ -172,18 +148,18 @@ class GridTransformerBlock(nn.Module):
             ``in_dim`` (``proj`` widens; timm's ``_rw`` models).
         mlp_ratio: hidden width / ``dim`` of the MLP (1x1 convolutions).
         act: MLP activation.
-        norm: the two norms (``ln``: LayerNorm over the channels with ``eps``).
-        eps: LayerNorm eps.
+        norm: the two norms (``ln``: LayerNorm over the channels; ``bn``: coatnet_bn's BatchNorm).
+        eps: eps of the two norms (None: the norm's own, LayerNorm 1e-6, BatchNorm 1e-5).
         bias: bias of ``qkv`` and ``proj``.
         shortcut_bias: bias of the shortcut's projection.
-        pos: position scheme of the attention: ``bias`` (relative position bias) or ``none``.
+        pos: position scheme of the attention, a registered ``pos`` name (``relbias``: relative position bias).
         layer_scale: LayerScale init of both branches (0: off).
         attn_drop: dropout on the attention weights.
         drop_path: stochastic depth rate of both branches.
     """
 
     def __init__(self, in_dim: int, dim: int, grid: tuple[int, int], stride: int, pool: str, head_dim: int,
-                 expand_first: bool, mlp_ratio: float, act: str, norm: str, eps: float, bias: bool, shortcut_bias: bool, pos: str,
+                 expand_first: bool, mlp_ratio: float, act: str, norm: str, eps: float | None, bias: bool, shortcut_bias: bool, pos: str,
                  layer_scale: float, attn_drop: float, drop_path: float = 0.0) -> None:
         super().__init__()
         self.shortcut = shortcut(in_dim, dim, stride, pool, shortcut_bias)
@@ -206,5 +182,4 @@ class GridTransformerBlock(nn.Module):
         return x + self.drop_path2(self.ls2(self.fc2(self.act(self.fc1(self.norm2(x))))))
 
 
-__all__ = ["GridAttention", "GridTransformerBlock", "MBConvBlock", "SqueezeExcite", "make_divisible", "pool2d",
-           "shortcut"]
+__all__ = ["GridAttention", "GridTransformerBlock", "MBConvBlock", "pool2d", "shortcut"]

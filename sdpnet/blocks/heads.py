@@ -89,7 +89,7 @@ class _Classifier(nn.Module):
 
 @register_block("LIN")
 class LinearHead(_Classifier):
-    """``fc(norm(f))``: linear classifier after a norm (LayerNorm eps 1e-6 by default).
+    """``fc(norm(f))``: linear classifier after a norm (LayerNorm eps 1e-6 unless ``eps`` is set).
 
     With ``TOKS`` and one class token this is timm's ViT head (timm's final ``norm`` is ``norm`` here), and
     with ``eps=1e-5`` ViT-Lite's (Compact-Transformers' final ``norm`` and ``fc``).
@@ -103,7 +103,7 @@ class LinearHead(_Classifier):
     """
 
     def __init__(self, in_dim: int, num_classes: int, norm: str = "ln", bias: bool = True,
-                 eps: float = LN_EPS) -> None:
+                 eps: float | None = None) -> None:
         super().__init__()
         self.norm = get_norm1d(norm, in_dim, eps=eps)
         self._set_fc(in_dim, num_classes, bias)

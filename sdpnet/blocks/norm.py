@@ -14,12 +14,13 @@ class NormLayer(nn.Module):
 
     Args:
         in_dim: channels.
-        norm: ``ln`` (LayerNorm over the channels, eps 1e-6), ``lnnb``, ``gn1``, ``bn`` or ``none``.
+        norm: a registered norm (``ln``: LayerNorm over the channels).
+        eps: its eps (None: the norm's own: LayerNorm 1e-6, BatchNorm 1e-5).
     """
 
-    def __init__(self, in_dim: int, norm: str = "ln") -> None:
+    def __init__(self, in_dim: int, norm: str = "ln", eps: float | None = None) -> None:
         super().__init__()
-        self.norm = get_norm2d(norm, in_dim)
+        self.norm = get_norm2d(norm, in_dim, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sdpnet.blocks.layers.act import get_act
-from sdpnet.blocks.layers.norm import LN_EPS, get_norm2d
+from sdpnet.blocks.layers.norm import get_norm2d
 from sdpnet.registry import register_block
 
 
@@ -53,12 +53,12 @@ class ConvTokenizer(nn.Module):
         stride: conv stride (default ``max(1, k // 2 - 1)``, as CCT).
         bias: conv bias.
         norm: ``none`` (CCT), ``bn`` or ``ln``, after the conv.
-        eps: LayerNorm eps (``norm="ln"``).
+        eps: eps of the norm (None: the norm's own).
         act: activation (``relu``).
     """
 
     def __init__(self, in_dim: int, kernel_size: int, dim: int, stride: int,
-                 bias: bool = False, norm: str = "none", eps: float = LN_EPS, act: str = "relu") -> None:
+                 bias: bool = False, norm: str = "none", eps: float | None = None, act: str = "relu") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_dim, dim, kernel_size, stride=stride, padding=max(1, kernel_size // 2), bias=bias)
         self.norm = get_norm2d(norm, dim, eps=eps)

@@ -4,9 +4,10 @@ In SdP-Net the class tokens meet the image only through attention: in every ``se
 any attention mixer that runs on the joined sequence ``[class tokens, register tokens, image tokens]``). The maps
 come from forward hooks, not from a copy of the forward: every attention layer inside a sequence block that
 follows timm's layout (``q_norm`` and ``k_norm`` applied to queries and keys of shape (B, heads, N, head_dim))
-gets a hook on those two, which keeps the queries and keys the layer really used; the attention weights are
-then ``softmax(q k^T / sqrt(head_dim))`` (the scale ``F.scaled_dot_product_attention`` uses by default) for the
-class tokens' queries, over all N tokens of the sequence.
+gets a hook on those two, or on its position scheme ``pos`` when it has one (whose output are the queries and
+keys attention uses, and an additive bias or None), which keeps what the layer really used; the attention weights
+are then ``softmax(q k^T / sqrt(head_dim) + bias)`` (the scale ``F.scaled_dot_product_attention`` uses by default)
+for the class tokens' queries, over all N tokens of the sequence.
 
     python -m sdpnet attention runs/fashion_mnist shoe.png --out maps/
 
@@ -66,8 +67,9 @@ def attention_layers(model: nn.Module) -> list[AttentionLayer]:
 @contextmanager
 def capture_attention(layers: Sequence[AttentionLayer]) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
     """Hooks on each layer's ``q_norm`` / ``k_norm`` (or on its position scheme ``pos``, whose output are the
-    queries and keys attention uses) while the context is open; yields ``{name: {"q": .., "k": ..}}``
-    filled by the forward passes run inside it (the last pass wins)."""
+    queries and keys attention uses, and its additive bias) while the context is open; yields
+    ``{name: {"q": .., "k": .., "bias": .. or None}}`` filled by the forward passes run inside it (the last pass
+    wins)."""
     store: dict[str, dict[str, torch.Tensor]] = {layer.name: {} for layer in layers}
     handles = []
 
@@ -78,7 +80,8 @@ def capture_attention(layers: Sequence[AttentionLayer]) -> Iterator[dict[str, di
 
     def keep_pair(name: str):
         def hook(module: nn.Module, inputs: Any, output: tuple[torch.Tensor, torch.Tensor, Any]) -> None:
-            store[name]["q"], store[name]["k"] = output[0].detach(), output[1].detach()
+            q, k, bias = output
+            store[name].update(q=q.detach(), k=k.detach(), bias=None if bias is None else bias.detach())
         return hook
 
     try:
@@ -110,7 +113,9 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[list[AttentionLay
         if q is None or k is None:
             raise RuntimeError(f"{layer.name}: the forward pass did not reach its q_norm/k_norm")
         q = q[:, :, : model.num_cls].float()   # the class tokens' queries
-        w = (q @ k.float().transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)   # (B, heads, num_cls, N)
+        w = q @ k.float().transpose(-2, -1) * q.shape[-1] ** -0.5   # (B, heads, num_cls, N)
+        bias = store[layer.name].get("bias")   # the scheme's additive bias, broadcastable to (B, heads, Nq, N)
+        w = (w if bias is None else w + bias[..., : model.num_cls, :].float()).softmax(-1)
         maps.append(w.transpose(1, 2).cpu())
     return layers, maps
 

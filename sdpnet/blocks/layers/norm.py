@@ -3,8 +3,8 @@ in :mod:`sdpnet.vocabulary`).
 
 A norm constructor is ``fn(dim, *, channels_first, eps) -> nn.Module``: with ``channels_first`` it normalises the
 channels of (B, dim, H, W) images, else the last dimension of (B, dim) features or (B, N, dim) token sequences.
-``eps`` is the block's (its ``eps`` keyword, LayerNorm's 1e-6 unless the block says otherwise); a norm with a fixed
-eps of its own (BatchNorm, GroupNorm) ignores it.
+``eps`` is the block's ``eps`` keyword where the block has one and it is set (in the spec or by the ``ln_eps``
+hyperparameter), else the norm's own default (:data:`OWN_EPS`; LayerNorm's 1e-6 for the rest and for a user's norm).
 """
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from sdpnet.registry import get_component, register_norm
 LN_EPS = 1e-6  # timm's ViT LayerNorm eps: the default of every LayerNorm in sdpnet except SEQPOOL's (CCT: 1e-5)
 GN_EPS = 1e-5  # GroupNorm's eps (``gn1``): PyTorch's default, as PoolFormer's GroupNorm1
 GN_NB_EPS = 1e-6  # ``gn1nb``: timm's GroupNorm1NoBias (metaformer.py) sets eps 1e-6 unless given one
+BN_EPS = 1e-5  # BatchNorm's eps: PyTorch's default, as timm's ResNet, EfficientNet and CoAtNet's conv stages
+#: The eps a norm gets from a block that sets none (BatchNorm and GroupNorm keep their usual defaults; a block's
+#: ``eps`` reaches them too, as timm's coatnet_bn_0_rw_224 needs: BatchNorm eps 1e-6 in its transformer blocks).
+OWN_EPS = {"bn": BN_EPS, "gn1": GN_EPS, "gn1nb": GN_NB_EPS}
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -67,7 +71,7 @@ class GroupNorm1Last(nn.GroupNorm):
 
 @register_norm("bn")
 def batch_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
-    return nn.BatchNorm2d(dim) if channels_first else BatchNormLast(dim)
+    return nn.BatchNorm2d(dim, eps=eps) if channels_first else BatchNormLast(dim, eps=eps)
 
 
 @register_norm("ln")
@@ -87,14 +91,14 @@ def layer_norm_no_bias(dim: int, *, channels_first: bool, eps: float) -> nn.Modu
 
 @register_norm("gn1")
 def group_norm1(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
-    return nn.GroupNorm(1, dim, eps=GN_EPS) if channels_first else GroupNorm1Last(dim, eps=GN_EPS)
+    return nn.GroupNorm(1, dim, eps=eps) if channels_first else GroupNorm1Last(dim, eps=eps)
 
 
 @register_norm("gn1nb")
 def group_norm1_no_bias(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
     if channels_first:
-        return nn.GroupNorm(1, dim, eps=GN_NB_EPS, bias=False)
-    return GroupNorm1Last(dim, eps=GN_NB_EPS, bias=False)
+        return nn.GroupNorm(1, dim, eps=eps, bias=False)
+    return GroupNorm1Last(dim, eps=eps, bias=False)
 
 
 @register_norm("rms")
@@ -102,17 +106,19 @@ def rms_norm(dim: int, *, channels_first: bool, eps: float) -> nn.Module:
     return RMSNorm2d(dim, eps=eps) if channels_first else nn.RMSNorm(dim, eps=eps)
 
 
-def make_norm(name: str, dim: int, *, channels_first: bool, eps: float = LN_EPS) -> nn.Module:
-    """A new norm module of the registered norm ``name`` (see the module docstring for the two layouts)."""
+def make_norm(name: str, dim: int, *, channels_first: bool, eps: float | None = None) -> nn.Module:
+    """A new norm module of the registered norm ``name`` (see the module docstring for the two layouts); ``eps``
+    None: the norm's own (:data:`OWN_EPS`, else 1e-6)."""
+    eps = OWN_EPS.get(name, LN_EPS) if eps is None else eps
     return get_component("norm", name)(dim, channels_first=channels_first, eps=eps)
 
 
-def get_norm2d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
+def get_norm2d(name: str, dim: int, eps: float | None = None) -> nn.Module:
     """A norm over the channels of (B, dim, H, W): the registered norm ``name`` (``python -m sdpnet blocks``)."""
     return make_norm(name, dim, channels_first=True, eps=eps)
 
 
-def get_norm1d(name: str, dim: int, eps: float = LN_EPS) -> nn.Module:
+def get_norm1d(name: str, dim: int, eps: float | None = None) -> nn.Module:
     """A norm over the last dimension of (B, dim) features or (B, N, dim) token sequences: the registered norm
     ``name``."""
     return make_norm(name, dim, channels_first=False, eps=eps)

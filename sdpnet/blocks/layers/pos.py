@@ -6,7 +6,8 @@ queries and keys (B, heads, N, head_dim) of a sequence ``[num_prefix class/regis
 (raster order) and the image grid (H, W) of this forward, and returns ``(q, k, bias)``: ``bias`` None, or an
 additive attention bias broadcastable to (B, heads, Nq, N). The queries may be only the first Nq tokens (a last
 block that computes the class tokens alone). ``grid`` at construction is the grid at the spec's ``img_size``; a
-scheme follows other resolutions from the ``grid`` of each forward, as ``POS`` does.
+scheme follows other resolutions from the ``grid`` of each forward, as ``POS`` does. The learnable relative position
+bias, ``relbias``, is in :mod:`sdpnet.blocks.layers.relpos`.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class AxialRope(nn.Module):
         super().__init__()
         if head_dim % 4:
             raise ValueError(f"pos=rope needs a head width divisible by 4 (x and y rotate half the pairs each), "
-                             f"got {head_dim}; pick h so that width / h is a multiple of 4")
+                             f"got {head_dim}; pick the heads (or the head width) so that it is one")
         self.head_dim = head_dim
         self.num_prefix = num_prefix
         self.grid = tuple(grid)
