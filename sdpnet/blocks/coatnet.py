@@ -36,6 +36,10 @@ def shortcut(in_dim: int, dim: int, stride: int, pool: str, bias: bool) -> nn.Se
     return nn.Sequential(OrderedDict(pool=pool2d(pool, stride), proj=proj))
 
 
+# attend is a torch.fx leaf here too: fx.wrap patches the globals of the module that names it.
+torch.fx.wrap("attend")
+
+
 @register_block("MBC")
 class MBConvBlock(nn.Module):
     """Pre-norm MBConv (CoAtNet, MaxViT; timm's ``MbConvBlock``):
@@ -124,7 +128,7 @@ class GridAttention(nn.Module):
         self.proj = nn.Conv2d(width, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]  # indexed, not unpacked: torch.fx traces it
         qkv = self.qkv(x).view(B, self.num_heads, 3 * self.head_dim, H * W).transpose(-1, -2)
         q, k, v = qkv.chunk(3, dim=-1)  # (B, heads, N, head_dim)
         q, k, bias = self.pos(q, k, (H, W))

@@ -235,7 +235,7 @@ class SpecNet(nn.Module):
                 else:  # a run of sequence blocks: join once, split at its end and where a tap or stop needs it
                     s = join_tokens(x, t)
                     for j in range(start, end):
-                        grid = {"grid": tuple(x.shape[-2:])} if self._takes_grid[j] else {}
+                        grid = {"grid": x.shape[-2:]} if self._takes_grid[j] else {}  # torch.Size (a Proxy under fx)
                         if class_tokens_only and j == len(self.body) - 1:
                             return x, self._call(self.body[j], s, num_queries=self.num_cls, **grid), taps
                         s = self._call(self.body[j], s, **grid)

@@ -55,6 +55,24 @@ def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return (x * cos + turned * sin).to(x.dtype)
 
 
+
+def apply_rope(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, planned: tuple[int, int],
+               grid: tuple[int, int], num_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k (B, heads, N, head_dim) with their image tokens (after ``num_prefix``) rotated for ``grid``: by
+    ``table`` when ``grid`` is the ``planned`` one it was made for, else by a table computed for ``grid``."""
+    grid = (int(grid[0]), int(grid[1]))
+    if grid != planned:
+        table = rope_table(grid, q.shape[-1], device=q.device)
+    n = num_prefix
+    q = torch.cat([q[:, :, :n], rotate(q[:, :, n:], table[: max(q.shape[2] - n, 0)])], dim=2)
+    k = torch.cat([k[:, :, :n], rotate(k[:, :, n:], table[: max(k.shape[2] - n, 0)])], dim=2)
+    return q, k
+
+
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): the table depends on the real grid.
+torch.fx.wrap("apply_rope")
+
+
 @register_pos("rope")
 class AxialRope(nn.Module):
     """2-D axial rotary position embeddings on the image tokens' queries and keys; class and register tokens
@@ -78,10 +96,7 @@ class AxialRope(nn.Module):
         self.register_buffer("table", rope_table(self.grid, head_dim), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, None]:
-        table = self.table if tuple(grid) == self.grid else rope_table(grid, self.head_dim, device=q.device)
-        n = self.num_prefix
-        q = torch.cat([q[:, :, :n], rotate(q[:, :, n:], table[: max(q.shape[2] - n, 0)])], dim=2)
-        k = torch.cat([k[:, :, :n], rotate(k[:, :, n:], table[: max(k.shape[2] - n, 0)])], dim=2)
+        q, k = apply_rope(q, k, self.table, self.grid, grid, self.num_prefix)
         return q, k, None
 
     def extra_repr(self) -> str:

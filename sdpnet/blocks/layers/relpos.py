@@ -39,6 +39,22 @@ def resample_table(table: torch.Tensor, grid: tuple[int, int], new_grid: tuple[i
     return t.reshape(-1, (2 * h1 - 1) * (2 * w1 - 1)).t()
 
 
+
+def grid_bias(table: torch.Tensor, index: torch.Tensor, planned: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """The (heads, N, N) bias between the N = H * W positions of ``grid`` from ``table`` (made for ``planned``,
+    with its ``index``), resampled when ``grid`` is another."""
+    H, W = int(grid[0]), int(grid[1])
+    if (H, W) != planned:
+        table = resample_table(table, planned, (H, W))
+        index = relative_position_index((H, W), table.device)
+    N = H * W
+    return table[index].reshape(N, N, -1).permute(2, 0, 1)
+
+
+# A leaf for torch.fx (symbolic_trace, torchvision's create_feature_extractor): the bias depends on the real grid.
+torch.fx.wrap("grid_bias")
+
+
 @register_pos("relbias")
 class RelPosBias(nn.Module):
     """Learnable relative position bias as a position scheme: ``forward(q, k, grid)`` returns q and k unchanged and
@@ -69,14 +85,7 @@ class RelPosBias(nn.Module):
 
     def grid_bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """The (num_heads, N, N) bias between the N = H * W positions of ``grid``, raster order."""
-        H, W = grid
-        if (H, W) == self.grid:
-            table, index = self.table, self.index
-        else:
-            table = resample_table(self.table, self.grid, (H, W))
-            index = relative_position_index((H, W), self.table.device)
-        N = H * W
-        return table[index].reshape(N, N, -1).permute(2, 0, 1)  # (heads, N, N)
+        return grid_bias(self.table, self.index, self.grid, grid)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor,
                                                                                        torch.Tensor]:
