@@ -30,6 +30,15 @@ def projection(in_dim: int, dim: int, stride: int, down: str, norm: str) -> nn.M
     return nn.Sequential(pool, conv, get_norm2d(norm, dim))
 
 
+def _act(name: str) -> nn.Module:
+    """The activation ``name``; ReLU in place, as timm's ResNet (it follows a norm or an addition, whose backward
+    does not need their output: one allocation less per activation)."""
+    act = get_act(name)
+    if isinstance(act, nn.ReLU):
+        act.inplace = True
+    return act
+
+
 @register_block("BASIC")
 class BasicBlock(nn.Module):
     """``act2(drop_path(bn2(conv2(act1(bn1(conv1(x)))))) + downsample(x))``, 3x3 convolutions, ``conv1`` strided.
@@ -49,16 +58,18 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_dim, dim, 3, stride=stride, padding=1, bias=False)
         self.bn1 = get_norm2d(norm, dim)
-        self.act1 = get_act(act)
+        self.act1 = _act(act)
         self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
         self.bn2 = get_norm2d(norm, dim)
         self.drop_path = make_drop_path(drop_path)
         self.downsample = projection(in_dim, dim, stride, down, norm)
-        self.act2 = get_act(act)
+        self.act2 = _act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        return self.act2(self.drop_path(y) + self.downsample(x))
+        y = self.drop_path(y)
+        y += self.downsample(x)  # in place, as timm: y is a norm's or drop-path's output, free to overwrite
+        return self.act2(y)
 
 
 @register_block("BOTTLE")
@@ -83,17 +94,19 @@ class Bottleneck(nn.Module):
         mid = max(1, int(dim * mid_ratio))
         self.conv1 = nn.Conv2d(in_dim, mid, 1, bias=False)
         self.bn1 = get_norm2d(norm, mid)
-        self.act1 = get_act(act)
+        self.act1 = _act(act)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
         self.bn2 = get_norm2d(norm, mid)
-        self.act2 = get_act(act)
+        self.act2 = _act(act)
         self.conv3 = nn.Conv2d(mid, dim, 1, bias=False)
         self.bn3 = get_norm2d(norm, dim)
         self.drop_path = make_drop_path(drop_path)
         self.downsample = projection(in_dim, dim, stride, down, norm)
-        self.act3 = get_act(act)
+        self.act3 = _act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.bn3(self.conv3(self.act2(self.bn2(self.conv2(y)))))
-        return self.act3(self.drop_path(y) + self.downsample(x))
+        y = self.drop_path(y)
+        y += self.downsample(x)  # in place, as timm: y is a norm's or drop-path's output, free to overwrite
+        return self.act3(y)
