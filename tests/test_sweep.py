@@ -219,6 +219,17 @@ class TestRefusals:
         res = sdpnet_cli("sweep", TINY, *data_args, "--grid", "lr.lrr=0.1,0.2", "--out", str(out))
         assert res.returncode == 2 and "did you mean 'lr.lr'" in res.stderr and not out.exists()
 
+    def test_schedule_length_on_a_time_budget(self, data_args, tmp_path):
+        """With --budget.minutes, --training.epochs is the schedule's length and passes to every run; with
+        --budget.epochs the two are refused together (exit 2, one line)."""
+        res = sdpnet_cli("sweep", TINY, *data_args, "--budget.minutes=0.5", "--training.epochs=3", "--dry-run",
+                         "--out", str(tmp_path / "sw"))
+        assert res.returncode == 0, res.stderr
+        res = sdpnet_cli("sweep", TINY, *data_args, "--budget.epochs=1", "--training.epochs=3", "--out",
+                         str(tmp_path / "sw"))
+        assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
+        assert "give --budget.epochs or --training.epochs, not both" in res.stderr and not (tmp_path / "sw").exists()
+
     def test_grid_points(self):
         assert grid_points(["lr.lr=1,2", "dim=8,16"]) == [
             {"lr.lr": "1", "dim": "8"}, {"lr.lr": "1", "dim": "16"}, {"lr.lr": "2", "dim": "8"},

@@ -501,12 +501,14 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         if not (a.startswith("--") and "=" in a and "." in key):
             raise SweepError(f"unexpected argument {a!r}: training options are passed as --section.key=value "
                              f"(with '='), spec strings quoted")
-        if key in OWNED:
-            hint = " (use --budget.epochs)" if key == "training.epochs" else ""
-            raise SweepError(f"--{key}: the sweep sets it for every run itself{hint}")
+        if key in OWNED and key != "training.epochs":
+            raise SweepError(f"--{key}: the sweep sets it for every run itself")
         passed.append(a)
     if args.budget_epochs is not None and args.budget_minutes is not None:
         raise SweepError("give --budget.epochs or --budget.minutes, not both")
+    if args.budget_epochs is not None and any(a.startswith("--training.epochs=") for a in passed):
+        raise SweepError("give --budget.epochs or --training.epochs, not both (with --budget.minutes, "
+                         "--training.epochs is the length of the schedule laid over the time)")
     if args.budget_epochs is not None and args.budget_epochs < 1:
         raise SweepError(f"--budget.epochs={args.budget_epochs}: expected an integer >= 1")
     if args.budget_minutes is not None and not 0 < args.budget_minutes < 1e6:
