@@ -160,6 +160,18 @@ def _arch(value: Any, source: str | None) -> Spec:
                     source=source, path="arch")
 
 
+def spec_files(source: str) -> list[str] | None:
+    """The spec files a command-line source names: a ``.json`` file (the text as given), or a folder's ``.json``
+    files in name order; None for a spec string or template. SpecError for a folder without any."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise SpecError(f"{source}: the folder holds no .json spec files")
+        return [str(f) for f in files]
+    return [source] if source.strip().endswith(".json") else None
+
+
 def load_spec(spec: Any, **overrides: Any) -> ModelSpec:
     """A :class:`ModelSpec` from a ``.json`` path, a preset name (``sdpnet_xl``, see :mod:`sdpnet.spec.presets`),
     JSON object text, a spec string, a Spec or a ModelSpec.

@@ -51,7 +51,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sdpnet.files import read_jsonl, write_json
-from sdpnet.spec import SpecError, load_spec, parse_override
+from sdpnet.spec import SpecError, load_spec, parse_override, spec_files
 from sdpnet.spec.space import Param, Space
 from sdpnet.spec.template import Expansion, load_expansion
 from sdpnet.tools.cli import command_main, run_command
@@ -92,14 +92,13 @@ class SearchSpace:
         self.sources: list[tuple[str, Space | None]] = []   # (source text, its Space; None for a spec file)
         errors: list[str] = []
         for src in sources:
-            path = Path(src)
-            if path.is_dir():
-                files = sorted(path.glob("*.json"))
-                if not files:
-                    errors.append(f"{src}: the folder holds no .json spec files")
-                self.sources += [(str(f), None) for f in files]
-            elif src.strip().endswith(".json"):
-                self.sources.append((src, None))
+            try:
+                files = spec_files(src)
+            except SpecError as e:
+                errors.append(str(e))
+                continue
+            if files is not None:
+                self.sources += [(f, None) for f in files]
             else:
                 prefix = f"[{len(self.sources) + 1}]" if len(sources) > 1 else ""
                 try:
@@ -382,7 +381,8 @@ class Search:
 
     def report(self, trial: Trial, rows: list[dict[str, Any]], steps: set[int]) -> None:
         """Report each row's objective at its step (``steps``: those reported); on a time budget the steps between
-        two rows carry the earlier row's value (what the run had reached by then)."""
+        two rows carry the earlier row's value (what the run had reached by then). A step keeps the first value
+        reported at it (Optuna takes one value a step)."""
         metric = self.objectives[0]
         prev: tuple[int, float] | None = None
         for i, row in enumerate(rows):

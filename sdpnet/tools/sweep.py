@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 from sdpnet.data.sidecar import read_sidecar
 from sdpnet.files import read_jsonl, write_json
-from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve
+from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve, spec_files
 from sdpnet.spec.template import expand, is_template, load_expansion
 from sdpnet.train.config import ConfigError, altering_keys, options_dict
 from sdpnet.train.options import read_options
@@ -132,15 +132,14 @@ def collect_specs(sources: Sequence[str], hparams: dict[str, Any], check: bool =
         out.append((model.name or path.stem, model, str(path)))
 
     for src in sources:
-        path = Path(src)
-        if path.is_dir():
-            files = sorted(path.glob("*.json"))
-            if not files:
-                errors.append(f"{src}: the folder holds no .json spec files")
+        try:
+            files = spec_files(src)
+        except SpecError as e:
+            errors.append(str(e))
+            continue
+        if files is not None:
             for f in files:
-                add_file(f)
-        elif src.strip().endswith(".json"):
-            add_file(path)
+                add_file(Path(f))
         elif is_template(src):
             try:
                 expansions = expand(src)
