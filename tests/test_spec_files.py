@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sdpnet.spec import ModelSpec, Spec, SpecError, load_spec, parse, parse_override, resolve, spec_files
+from sdpnet.spec import ModelSpec, Spec, SpecError, load_spec, parse, parse_override, resolve, spec_sources
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = "P16-[2xDWC7+MLP,ENC]x17-ENC+CLS5-MLP"
@@ -107,19 +107,18 @@ class TestLoadSpec:
             load_spec(str(bad))
 
 
-class TestSpecFiles:
+class TestSpecSources:
     def test_sources(self, tmp_path, xl_file):
         """A folder gives its .json files in name order (other files skipped), a .json path itself as given, a
-        spec string or template None; a folder without .json files is a SpecError naming it."""
+        spec string or template itself, not a file; a folder without .json files is an error line naming it."""
         (tmp_path / "a.json").write_text(json.dumps(XL))
         (tmp_path / "notes.txt").write_text("not a spec")
-        assert spec_files(str(tmp_path)) == [str(tmp_path / "a.json"), str(xl_file)]
-        assert spec_files("./specs/x.json") == ["./specs/x.json"]
-        assert spec_files(CARD) is None and spec_files("P4-ENCx{1,2}") is None
         empty = tmp_path / "empty"
         empty.mkdir()
-        with pytest.raises(SpecError, match="empty: the folder holds no .json spec files"):
-            spec_files(str(empty))
+        items, errors = spec_sources([CARD, str(tmp_path), "./specs/x.json", str(empty), "P4-ENCx{1,2}"])
+        assert items == [(CARD, False), (str(tmp_path / "a.json"), True), (str(xl_file), True),
+                         ("./specs/x.json", True), ("P4-ENCx{1,2}", False)]
+        assert errors == [f"{empty}: the folder holds no .json spec files"]
 
 
 class TestParseOverride:

@@ -8,11 +8,11 @@ from sdpnet.spec.errors import SpecError
 from sdpnet.spec.nodes import Block, Item, Stage, Unit
 from sdpnet.spec.tree import Spec
 from sdpnet.spec.parser import parse
-from sdpnet.spec.files import ModelSpec, load_spec, parse_override, spec_files
+from sdpnet.spec.files import ModelSpec, load_spec, parse_override, spec_sources
 from sdpnet.spec.plan import LayerPlan, Plan
 from sdpnet.spec.resolve import resolve
 
 __all__ = [
     "Block", "Item", "LayerPlan", "ModelSpec", "Plan", "Spec", "SpecError", "Stage", "Unit",
-    "load_spec", "parse", "parse_override", "resolve", "spec_files",
+    "load_spec", "parse", "parse_override", "resolve", "spec_sources",
 ]

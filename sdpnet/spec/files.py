@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sdpnet import vocabulary as _vocabulary
 from sdpnet.registry import MAX_WIDTH, get_schema, list_blocks
@@ -160,16 +160,22 @@ def _arch(value: Any, source: str | None) -> Spec:
                     source=source, path="arch")
 
 
-def spec_files(source: str) -> list[str] | None:
-    """The spec files a command-line source names: a ``.json`` file (the text as given), or a folder's ``.json``
-    files in name order; None for a spec string or template. SpecError for a folder without any."""
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(path.glob("*.json"))
-        if not files:
-            raise SpecError(f"{source}: the folder holds no .json spec files")
-        return [str(f) for f in files]
-    return [source] if source.strip().endswith(".json") else None
+def spec_sources(sources: Sequence[str]) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Command-line sources as ``(text, is_file)`` in order: a folder becomes its ``.json`` files in name order, a
+    ``.json`` path stays as given (a file), a spec string or template too (not a file); and one error line per
+    folder without ``.json`` files."""
+    out: list[tuple[str, bool]] = []
+    errors: list[str] = []
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            files = sorted(path.glob("*.json"))
+            if not files:
+                errors.append(f"{src}: the folder holds no .json spec files")
+            out += [(str(f), True) for f in files]
+        else:
+            out.append((src, src.strip().endswith(".json")))
+    return out, errors
 
 
 def load_spec(spec: Any, **overrides: Any) -> ModelSpec:

@@ -51,7 +51,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from sdpnet.files import read_jsonl, write_json
-from sdpnet.spec import SpecError, load_spec, parse_override, spec_files
+from sdpnet.spec import SpecError, load_spec, parse_override, spec_sources
 from sdpnet.spec.space import Param, Space
 from sdpnet.spec.template import Expansion, load_expansion
 from sdpnet.tools.cli import command_main, run_command
@@ -90,15 +90,10 @@ class SearchSpace:
 
     def __init__(self, sources: Sequence[str], options: dict[str, str]) -> None:
         self.sources: list[tuple[str, Space | None]] = []   # (source text, its Space; None for a spec file)
-        errors: list[str] = []
-        for src in sources:
-            try:
-                files = spec_files(src)
-            except SpecError as e:
-                errors.append(str(e))
-                continue
-            if files is not None:
-                self.sources += [(f, None) for f in files]
+        items, errors = spec_sources(sources)
+        for src, is_file in items:
+            if is_file:
+                self.sources.append((src, None))
             else:
                 prefix = f"[{len(self.sources) + 1}]" if len(sources) > 1 else ""
                 try:

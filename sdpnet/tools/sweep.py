@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 from sdpnet.data.sidecar import read_sidecar
 from sdpnet.files import read_jsonl, write_json
-from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve, spec_files
+from sdpnet.spec import ModelSpec, SpecError, load_spec, parse_override, resolve, spec_sources
 from sdpnet.spec.template import expand, is_template, load_expansion
 from sdpnet.train.config import ConfigError, altering_keys, options_dict
 from sdpnet.train.options import read_options
@@ -121,7 +121,6 @@ def collect_specs(sources: Sequence[str], hparams: dict[str, Any], check: bool =
         return model
 
     out: list[tuple[str, ModelSpec, str]] = []
-    errors: list[str] = []
 
     def add_file(path: Path) -> None:
         try:
@@ -131,15 +130,10 @@ def collect_specs(sources: Sequence[str], hparams: dict[str, Any], check: bool =
             return
         out.append((model.name or path.stem, model, str(path)))
 
-    for src in sources:
-        try:
-            files = spec_files(src)
-        except SpecError as e:
-            errors.append(str(e))
-            continue
-        if files is not None:
-            for f in files:
-                add_file(Path(f))
+    items, errors = spec_sources(sources)
+    for src, is_file in items:
+        if is_file:
+            add_file(Path(src))
         elif is_template(src):
             try:
                 expansions = expand(src)
