@@ -55,7 +55,6 @@ def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return (x * cos + turned * sin).to(x.dtype)
 
 
-
 def apply_rope(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor, planned: tuple[int, int],
                grid: tuple[int, int], num_prefix: int) -> tuple[torch.Tensor, torch.Tensor]:
     """q and k (B, heads, N, head_dim) with their image tokens (after ``num_prefix``) rotated for ``grid``: by
